@@ -1,0 +1,52 @@
+"""The ROS package itself: metadata, colcon install layout, README commands."""
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_package_xml_declares_the_runtime_dependencies():
+    root = ET.parse(ROOT / 'package.xml').getroot()
+    assert root.get('format') == '3'
+    assert root.findtext('name') == 'clip_perception'
+    assert root.find('export/build_type').text == 'ament_python'
+    depends = {e.text for e in root if e.tag in ('depend', 'exec_depend')}
+    for required in ('rclpy', 'sensor_msgs', 'std_msgs', 'vision_msgs', 'diagnostic_msgs',
+                     'python3-numpy', 'python3-opencv'):
+        assert required in depends, required
+
+
+def test_colcon_build_installs_the_ros_layout(tmp_path):
+    """What `ros2 run` and `ros2 launch` look for after `colcon build`."""
+    result = subprocess.run(
+        [sys.executable, '-m', 'colcon', '--log-base', str(tmp_path / 'log'), 'build',
+         '--paths', str(ROOT), '--build-base', str(tmp_path / 'build'),
+         '--install-base', str(tmp_path / 'install')],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    prefix = tmp_path / 'install' / 'clip_perception'
+    share = prefix / 'share' / 'clip_perception'
+    for path in (share / 'package.xml', share / 'launch' / 'workbench.launch.py',
+                 share / 'config' / 'workbench.yaml',
+                 prefix / 'share' / 'ament_index' / 'resource_index' / 'packages' /
+                 'clip_perception',
+                 prefix / 'lib' / 'clip_perception' / 'clip_perception_node'):
+        assert path.is_file(), f'{path.relative_to(tmp_path)} not installed'
+
+
+def _readme_commands() -> set[str]:
+    text = (ROOT / 'README.md').read_text()
+    return set(re.findall(r'^(make \w+)', text, re.MULTILINE))
+
+
+def test_readme_commands_are_what_ci_and_make_run():
+    commands = _readme_commands()
+    assert {'make demo', 'make test'} <= commands
+    ci = (ROOT / '.ci' / 'run').read_text()
+    assert re.search(r'^make test$', ci, re.MULTILINE), '.ci/run must call the README test command'
+    targets = set(re.findall(r'^([a-z][\w-]*):', (ROOT / 'Makefile').read_text(), re.MULTILINE))
+    for command in commands:
+        assert command.split()[1] in targets, f'README names `{command}`, Makefile lacks it'
