@@ -1,0 +1,139 @@
+"""Zero-shot detection: frames in, classification and boxes out.
+
+    frame (uint8 H×W×3) -> device tensor -> window grid -> crop batch
+      -> one batched image-encoder pass -> logits against cached label and
+      background embeddings -> thresholds, NMS, merging -> Detection list
+
+Several frames (several cameras) share one encoder pass.
+"""
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from clip_perception.boxes import REFINEMENTS, Detection, select_detections
+from clip_perception.crops import crop_batch
+from clip_perception.encoder import ImageTextEncoder
+from clip_perception.preprocess import Normalizer, classification_input, frame_to_device
+from clip_perception.prompts import (DEFAULT_BACKGROUND_PROMPTS, DEFAULT_PROMPT_TEMPLATES,
+                                     LabelEmbeddingCache)
+from clip_perception.scoring import class_logits, label_scores
+from clip_perception.windows import WindowSpec, window_grid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Everything that shapes detection except the model itself."""
+
+    labels: tuple[str, ...] = ('hammer', 'screwdriver', 'wrench', 'tape measure', 'pliers')
+    prompt_templates: tuple[str, ...] = DEFAULT_PROMPT_TEMPLATES
+    background_prompts: tuple[str, ...] = DEFAULT_BACKGROUND_PROMPTS
+    windows: WindowSpec = field(default_factory=WindowSpec)
+    score_threshold: float = 0.5
+    nms_iou: float = 0.3
+    max_detections: int = 20
+    max_batch: int = 64
+    box_refinement: str = 'merge'
+
+    def __post_init__(self):
+        for name in ('score_threshold', 'nms_iou'):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f'{name} must lie in [0, 1], got {value}')
+        if self.max_detections < 1:
+            raise ValueError(f'max_detections must be >= 1, got {self.max_detections}')
+        if self.max_batch < 1:
+            raise ValueError(f'max_batch must be >= 1, got {self.max_batch}')
+        if self.box_refinement not in REFINEMENTS:
+            raise ValueError(f'box_refinement must be one of {REFINEMENTS}, '
+                             f'not {self.box_refinement!r}')
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """classification: (label, score) for every label, best first (softmax over labels
+    of the whole image, CLIP-preprocessed). detections: best first."""
+
+    classification: list[tuple[str, float]]
+    detections: list[Detection]
+    num_windows: int
+
+
+class ZeroShotDetector:
+    """CLIP zero-shot classifier and sliding-window localizer over one encoder."""
+
+    def __init__(self, encoder: ImageTextEncoder, settings: DetectorSettings | None = None):
+        self.encoder = encoder
+        self.settings = settings or DetectorSettings()
+        self._text_cache = LabelEmbeddingCache(encoder.encode_texts)
+        self._normalize = Normalizer(encoder.settings.mean, encoder.settings.std,
+                                     encoder.device)
+        self.max_batch = self.settings.max_batch
+        self.class_embeddings()  # validate the prompts and encode them now, not per frame
+
+    def update(self, **changes) -> DetectorSettings:
+        """Replace settings (labels, thresholds, …). Invalid values raise ValueError
+        and leave the detector as it was; prompts are re-encoded once, here."""
+        candidate = replace(self.settings, **changes)
+        self._text_cache.get(candidate.labels, candidate.prompt_templates,
+                             candidate.background_prompts)
+        self.settings = candidate
+        if 'max_batch' in changes:
+            self.max_batch = candidate.max_batch
+        return candidate
+
+    def class_embeddings(self):
+        s = self.settings
+        return self._text_cache.get(s.labels, s.prompt_templates, s.background_prompts)
+
+    def detect(self, frame: np.ndarray, bgr: bool = False) -> FrameResult:
+        """One H×W×3 uint8 frame (RGB, or BGR with `bgr`)."""
+        return self.detect_batch([frame], bgr=bgr)[0]
+
+    def detect_batch(self, frames: Sequence[np.ndarray], bgr: bool = False) -> list[FrameResult]:
+        """Several frames, possibly of different sizes, in one batched encoder pass."""
+        s, image = self.settings, self.encoder.settings
+        classes = self.class_embeddings()
+        inputs, grids = [], []
+        for frame in frames:
+            tensor = frame_to_device(frame, self.encoder.device, bgr=bgr)
+            grid = window_grid(frame.shape[0], frame.shape[1], s.windows)
+            inputs.append(classification_input(tensor, image.resize, image.crop,
+                                               self._normalize))
+            inputs.append(crop_batch(tensor, grid, image.crop, self._normalize))
+            grids.append(grid)
+        embeddings = self.encode_images(torch.cat(inputs))
+        logits = class_logits(embeddings, classes.matrix, self.encoder.logit_scale)
+        probabilities = logits.softmax(dim=-1)
+        whole_image = label_scores(logits, classes.num_labels)
+        logits, probabilities, whole_image = (t.cpu().numpy() for t in
+                                              (logits, probabilities, whole_image))
+        results, start = [], 0
+        for grid in grids:
+            scores = whole_image[start]
+            order = np.argsort(-scores, kind='stable')
+            window_rows = slice(start + 1, start + 1 + len(grid))
+            detections = select_detections(
+                grid, logits[window_rows], probabilities[window_rows], classes.labels,
+                s.score_threshold, s.nms_iou, s.max_detections, s.box_refinement)
+            results.append(FrameResult([(classes.labels[i], float(scores[i])) for i in order],
+                                       detections, len(grid)))
+            start += 1 + len(grid)
+        return results
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Encode in chunks of `max_batch`; on CUDA out-of-memory halve it and retry."""
+        while True:
+            try:
+                return torch.cat([self.encoder.encode_images(chunk)
+                                  for chunk in pixels.split(self.max_batch)])
+            except torch.cuda.OutOfMemoryError:
+                if self.max_batch == 1:
+                    raise
+                self.max_batch = max(1, self.max_batch // 2)
+                torch.cuda.empty_cache()
+                log.warning('CUDA out of memory: max_batch lowered to %d', self.max_batch)

@@ -1,0 +1,64 @@
+"""The two CLIP towers behind one small interface the detector relies on.
+
+Anything with the same attributes and methods can stand in for it (the tests
+use a deterministic colour encoder); the detector never touches transformers.
+"""
+from typing import Protocol
+
+import torch
+
+
+class ImageTextEncoder(Protocol):
+    device: torch.device
+    dtype: torch.dtype
+    settings: 'ImageSettings'  # noqa: F821 (clip_perception.model_loading)
+    logit_scale: float
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[N, 3, crop, crop] normalized pixels -> [N, D] L2-normalized float32."""
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """M strings -> [M, D] L2-normalized float32."""
+
+
+def _projected(output) -> torch.Tensor:
+    # transformers 5 returns BaseModelOutputWithPooling (projection in
+    # pooler_output); 4.x returned the projected tensor itself.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class ClipEncoder:
+    """A transformers CLIPModel and its tokenizer, in eval mode on one device."""
+
+    def __init__(self, model, tokenizer, settings, name: str = ''):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.name = name
+        parameter = next(model.parameters())
+        self.device = parameter.device
+        self.dtype = parameter.dtype
+        # Like CLIP's training code: the temperature never exceeds 100.
+        self.logit_scale = float(model.logit_scale.detach().float().exp().clamp(max=100.0))
+        self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
+
+    @torch.inference_mode()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pixels = pixel_values.to(device=self.device, dtype=self.dtype)
+        features = _projected(self.model.get_image_features(pixel_values=pixels)).float()
+        return torch.nn.functional.normalize(features, dim=-1)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(list(texts), padding=True, truncation=True,
+                                max_length=self.max_text_tokens, return_tensors='pt')
+        tokens = {k: v.to(self.device) for k, v in tokens.items()
+                  if k in ('input_ids', 'attention_mask')}
+        features = _projected(self.model.get_text_features(**tokens)).float()
+        return torch.nn.functional.normalize(features, dim=-1)
+
+    def release(self) -> None:
+        """Drop the model so its (GPU) memory can be freed."""
+        self.model = None
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()

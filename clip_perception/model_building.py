@@ -1,0 +1,111 @@
+"""Build CLIP model directories from scratch: a small BPE tokenizer and a
+random-init CLIPModel of a chosen size, saved the way released checkpoints are
+(config.json, model.safetensors, tokenizer and processor files), so they load
+through the same `load_clip` path as `openai/clip-vit-base-patch32`.
+
+Used by the tests, the benchmark (ViT-B/32 architecture, random weights) and
+the trainer (a small model trained from scratch).
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from clip_perception.model_loading import CLIP_MEAN, CLIP_STD
+
+BOS, EOS, UNK, PAD = '<|startoftext|>', '<|endoftext|>', '<|unk|>', '<|pad|>'
+
+
+@dataclass(frozen=True)
+class ClipSize:
+    image_size: int
+    patch_size: int
+    vision_width: int
+    vision_layers: int
+    vision_heads: int
+    text_width: int
+    text_layers: int
+    text_heads: int
+    projection_dim: int
+    max_text_tokens: int = 77
+
+
+# A CLIP small enough for unit tests (about 0.2 M parameters).
+TEST_SIZE = ClipSize(32, 16, 32, 1, 2, 32, 1, 2, 16, max_text_tokens=32)
+# The image and text towers of openai/clip-vit-base-patch32.
+VIT_B_32 = ClipSize(224, 32, 768, 12, 12, 512, 12, 8, 512)
+
+
+def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1000, max_length: int = 77):
+    """A lowercase BPE tokenizer in CLIP's style (end-of-word '</w>', start/end tokens),
+    wrapped as CLIPTokenizerFast."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import CLIPTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK, end_of_word_suffix='</w>'))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    from tokenizers import decoders
+    tokenizer.decoder = decoders.BPEDecoder(suffix='</w>')
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS, UNK, PAD],
+                                  end_of_word_suffix='</w>', show_progress=False)
+    tokenizer.train_from_iterator(list(corpus), trainer=trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f'{BOS} $A {EOS}', pair=f'{BOS} $A {EOS} $B {EOS}',
+        special_tokens=[(BOS, tokenizer.token_to_id(BOS)), (EOS, tokenizer.token_to_id(EOS))])
+    return CLIPTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS,
+                             unk_token=UNK, pad_token=PAD, model_max_length=max_length)
+
+
+def build_clip(tokenizer, size: ClipSize, seed: int = 0):
+    """A random-init CLIPModel whose text config matches `tokenizer`'s ids."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    text_config = dict(
+        vocab_size=len(tokenizer), hidden_size=size.text_width,
+        intermediate_size=4 * size.text_width, num_hidden_layers=size.text_layers,
+        num_attention_heads=size.text_heads, max_position_embeddings=size.max_text_tokens,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    vision_config = dict(
+        image_size=size.image_size, patch_size=size.patch_size, hidden_size=size.vision_width,
+        intermediate_size=4 * size.vision_width, num_hidden_layers=size.vision_layers,
+        num_attention_heads=size.vision_heads)
+    config = CLIPConfig(text_config=text_config, vision_config=vision_config,
+                        projection_dim=size.projection_dim)
+    torch.manual_seed(seed)
+    return CLIPModel(config)
+
+
+def save_model_directory(directory: Path, model, tokenizer, image_size: int) -> Path:
+    """Write model + tokenizer + image processor settings as a loadable directory."""
+    from transformers import CLIPImageProcessor, CLIPProcessor
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(
+            size={'shortest_edge': image_size}, crop_size={'height': image_size,
+                                                           'width': image_size},
+            image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)),
+        tokenizer=tokenizer)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def default_corpus(labels: Iterable[str] = (), extra: Iterable[str] = ()) -> list[str]:
+    """Sentences for a tokenizer that must cover the default prompts and `labels`."""
+    from clip_perception.prompts import DEFAULT_BACKGROUND_PROMPTS, DEFAULT_PROMPT_TEMPLATES
+    words = list(labels) + ['hammer', 'screwdriver', 'wrench', 'tape measure', 'pliers']
+    sentences = [t.replace('{}', w) for t in DEFAULT_PROMPT_TEMPLATES for w in words]
+    return sentences + list(DEFAULT_BACKGROUND_PROMPTS) + list(extra)
+
+
+def build_random_model_directory(directory: Path, size: ClipSize = TEST_SIZE,
+                                 seed: int = 0, labels: Iterable[str] = ()) -> Path:
+    """A complete random-weight model directory of the given size."""
+    tokenizer = build_tokenizer(default_corpus(labels), vocab_size=600,
+                                max_length=size.max_text_tokens)
+    model = build_clip(tokenizer, size, seed=seed)
+    return save_model_directory(directory, model, tokenizer, size.image_size)

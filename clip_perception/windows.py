@@ -1,0 +1,60 @@
+"""The sliding-window grid: where in a frame the crops are cut.
+
+Boxes are xyxy in pixels of the original frame (x0, y0 inclusive; x1, y1
+exclusive). Every window lies inside the frame, and the full frame is always
+one of them, so tiny or odd-sized frames still get a window.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Window sizes and spacing.
+
+    scales: window side per scale; a value <= 1 is a fraction of the frame's
+        short side, a value > 1 a size in pixels.
+    aspect_ratios: width / height of the windows (area kept equal to side²).
+    overlap: fraction [0, 1) by which neighbouring windows of one size overlap.
+    """
+
+    scales: tuple[float, ...] = (0.8, 0.55, 0.35)
+    aspect_ratios: tuple[float, ...] = (1.0,)
+    overlap: float = 0.5
+
+    def __post_init__(self):
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f'window scales must be positive, got {self.scales}')
+        if not self.aspect_ratios or any(a <= 0 for a in self.aspect_ratios):
+            raise ValueError(f'window aspect ratios must be positive, got {self.aspect_ratios}')
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f'window overlap must lie in [0, 1), got {self.overlap}')
+
+
+def _positions(length: int, window: int, stride: float) -> np.ndarray:
+    """Evenly spaced window starts from 0 to length - window, both ends included."""
+    if window >= length:
+        return np.zeros(1, dtype=np.int64)
+    count = math.ceil((length - window) / max(stride, 1.0)) + 1
+    return np.round(np.linspace(0, length - window, count)).astype(np.int64)
+
+
+def window_grid(height: int, width: int, spec: WindowSpec) -> np.ndarray:
+    """[N, 4] int64 xyxy windows for a height×width frame, full frame first, no duplicates."""
+    short_side = min(height, width)
+    boxes = [np.array([[0, 0, width, height]], dtype=np.int64)]
+    for scale in spec.scales:
+        side = scale * short_side if scale <= 1.0 else scale
+        for aspect in spec.aspect_ratios:
+            win_w = int(min(width, max(1, round(side * math.sqrt(aspect)))))
+            win_h = int(min(height, max(1, round(side / math.sqrt(aspect)))))
+            xs = _positions(width, win_w, win_w * (1.0 - spec.overlap))
+            ys = _positions(height, win_h, win_h * (1.0 - spec.overlap))
+            x0, y0 = np.meshgrid(xs, ys, indexing='xy')
+            x0, y0 = x0.ravel(), y0.ravel()
+            boxes.append(np.stack([x0, y0, x0 + win_w, y0 + win_h], axis=1))
+    grid = np.concatenate(boxes)
+    _, first = np.unique(grid, axis=0, return_index=True)
+    return grid[np.sort(first)]
