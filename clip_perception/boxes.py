@@ -1,6 +1,12 @@
-"""From scored windows to detections: thresholds, per-label NMS, merging.
+"""From scored windows to detections: thresholds, grouping, merging, NMS.
 
 All boxes are xyxy float pixels of the original frame.
+
+Sliding windows see one object many times: windows inside it score as high as
+the window around it, and shifted windows nearly as high. Plain IoU-NMS misses
+such pairs when their sizes differ, so candidates of one label are grouped
+when they overlap by IoU >= nms_iou or share at least CONTAINMENT of the
+smaller window's area; each group is one object.
 """
 from dataclasses import dataclass
 
@@ -8,13 +14,15 @@ import cv2
 import numpy as np
 
 REFINEMENTS = ('none', 'merge')
+# Two same-label windows sharing this fraction of the smaller one show one object.
+CONTAINMENT = 0.5
 
 
 @dataclass(frozen=True)
 class Detection:
     """One located object. `box` is (x0, y0, x1, y1) in pixels of the input image;
     `score` is the label's softmax probability against all labels and background
-    prompts in the window that was kept."""
+    prompts in the group's best window."""
 
     label: str
     score: float
@@ -27,27 +35,64 @@ class Detection:
         return (x0 + x1) / 2.0, (y0 + y1) / 2.0, x1 - x0, y1 - y0
 
 
-def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[N, 4] and [M, 4] xyxy -> [N, M] intersection over union."""
+def _intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     top_left = np.maximum(a[:, None, :2], b[None, :, :2])
     bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    return np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+
+
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N, 4] and [M, 4] xyxy -> [N, M] intersection over union."""
+    inter = _intersections(a, b)
+    return inter / np.maximum(_areas(a)[:, None] + _areas(b)[None, :] - inter, 1e-9)
+
+
+def pairwise_overlap_of_smaller(boxes: np.ndarray) -> np.ndarray:
+    """[N, 4] -> [N, N] intersection over the smaller box's area."""
+    areas = _areas(boxes)
+    smaller = np.minimum(areas[:, None], areas[None, :])
+    return _intersections(boxes, boxes) / np.maximum(smaller, 1e-9)
+
+
+def connected_groups(adjacent: np.ndarray) -> np.ndarray:
+    """[N, N] symmetric bool -> [N] group ids (the smallest member index)."""
+    n = len(adjacent)
+    group = np.arange(n)
+    while True:  # each pass spreads the smallest id one hop; a few passes suffice
+        spread = np.where(adjacent, group[None, :], n).min(axis=1)
+        updated = np.minimum(group, spread)
+        if np.array_equal(updated, group):
+            return group
+        group = updated
+
+
+def per_label_nms(boxes: np.ndarray, ranks: np.ndarray, label_ids: np.ndarray,
+                  iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy NMS within each label (OpenCV), best rank first."""
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    keep = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(), ranks.astype(np.float32).tolist(), label_ids.astype(np.int32).tolist(),
+        float(ranks.min()) - 1.0, float(iou_threshold))
+    return np.asarray(keep, dtype=np.int64).reshape(-1)
 
 
 def select_detections(windows: np.ndarray, logits: np.ndarray, probabilities: np.ndarray,
                       labels: tuple[str, ...], score_threshold: float, nms_iou: float,
                       max_detections: int, refinement: str = 'merge') -> list[Detection]:
-    """Windows whose best class is a label scoring >= `score_threshold` become candidates;
-    per-label NMS keeps the best of overlapping ones.
+    """Windows whose best class is a label scoring >= `score_threshold` become candidates,
+    grouped per label into objects (see the module doc); each group gives one box.
 
     windows [N, 4] xyxy; logits and probabilities [N, K] over labels then background
-    prompts. NMS ranks by the label's logit, not its probability: the probability
-    saturates near 1 for many windows around one object, the logit still tells the
-    better-placed window. With refinement 'merge' each kept box becomes the
-    probability-weighted mean of the same-label candidates it suppressed.
+    prompts. A group's best window has the highest label logit (the probability
+    saturates near 1 for many windows, the logit still tells the better-placed
+    one; ties go to the larger window). refinement 'none' reports that window;
+    'merge' the probability-weighted mean of it and the group's windows that overlap
+    it by IoU >= nms_iou without lying inside it, which corrects for the grid's
+    spacing. Per-label NMS runs last.
     """
     num_labels = len(labels)
     best = probabilities.argmax(axis=1)
@@ -55,22 +100,30 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, probabilities: np
     candidate = np.flatnonzero((best < num_labels) & (best_score >= score_threshold))
     if candidate.size == 0:
         return []
+    if refinement not in REFINEMENTS:
+        raise ValueError(f'box refinement must be one of {REFINEMENTS}, not {refinement!r}')
     boxes = windows[candidate].astype(np.float64)
     label_ids = best[candidate]
     scores = best_score[candidate]
-    ranks = logits[candidate, label_ids]
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    keep = np.asarray(cv2.dnn.NMSBoxesBatched(
-        xywh.tolist(), ranks.astype(np.float32).tolist(), label_ids.astype(np.int32).tolist(),
-        float(ranks.min()) - 1.0, float(nms_iou)), dtype=np.int64).reshape(-1)
-    keep = keep[np.argsort(-scores[keep], kind='stable')][:max_detections]
-    kept_boxes = boxes[keep]
+    areas = _areas(boxes)
+    ranks = logits[candidate, label_ids] + 1e-6 * areas / areas.max()
+
+    same_label = label_ids[:, None] == label_ids[None, :]
+    iou = pairwise_iou(boxes, boxes)
+    group = connected_groups(same_label & ((iou >= nms_iou) |
+                                           (pairwise_overlap_of_smaller(boxes) >= CONTAINMENT)))
+    # The best-ranked window of each group.
+    order = np.lexsort((-ranks, group))
+    leaders = order[np.r_[True, group[order][1:] != group[order][:-1]]]
+    out_boxes = boxes[leaders]
     if refinement == 'merge':
-        same_label = label_ids[keep][:, None] == label_ids[None, :]
-        members = same_label & (pairwise_iou(kept_boxes, boxes) >= nms_iou)
+        # Windows inside the leader add nothing: it already scored at least as high.
+        inside = _intersections(boxes[leaders], boxes) >= areas[None, :] - 1e-6
+        members = ((group[leaders][:, None] == group[None, :]) & (iou[leaders] >= nms_iou)
+                   & (~inside | (np.arange(len(boxes))[None, :] == leaders[:, None])))
         weights = members * scores[None, :]
-        kept_boxes = weights @ boxes / weights.sum(axis=1, keepdims=True)
-    elif refinement != 'none':
-        raise ValueError(f'box refinement must be one of {REFINEMENTS}, not {refinement!r}')
-    return [Detection(labels[label_ids[k]], float(scores[k]), tuple(map(float, box)))
-            for k, box in zip(keep, kept_boxes)]
+        out_boxes = weights @ boxes / weights.sum(axis=1, keepdims=True)
+    keep = per_label_nms(out_boxes, ranks[leaders], label_ids[leaders], nms_iou)
+    keep = keep[np.argsort(-scores[leaders][keep], kind='stable')][:max_detections]
+    return [Detection(labels[label_ids[leaders[k]]], float(scores[leaders[k]]),
+                      tuple(map(float, out_boxes[k]))) for k in keep]

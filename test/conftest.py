@@ -44,3 +44,11 @@ def ros():
         yield helper
     finally:
         helper.shutdown()
+
+
+@pytest.fixture(scope='session')
+def tiny_clip_dir(tmp_path_factory):
+    """A random-init CLIP of the real architecture (tiny sizes), saved like a released
+    checkpoint, with a BPE tokenizer built here (no download)."""
+    from clip_perception.model_building import build_random_model_directory
+    return build_random_model_directory(tmp_path_factory.mktemp('tiny_clip') / 'model')

@@ -1,0 +1,44 @@
+"""A deterministic stand-in for CLIP's two towers, for testing localization.
+
+Image embedding: for each colour prototype, the fraction of the crop's pixels
+nearest to it. Text embedding: which colour words the text names. So a crop
+that is mostly red scores highest against "red", whatever CLIP would think.
+It counts its calls so caching can be tested.
+"""
+import torch
+
+from clip_perception.model_loading import CLIP_MEAN, CLIP_STD, ImageSettings
+
+COLOURS = {
+    'red': (220, 30, 30),
+    'green': (30, 180, 30),
+    'blue': (30, 30, 220),
+    'yellow': (230, 220, 40),
+    'grey': (128, 128, 128),
+}
+
+
+class ColourEncoder:
+    def __init__(self, crop: int = 32, logit_scale: float = 100.0):
+        self.device = torch.device('cpu')
+        self.dtype = torch.float32
+        self.settings = ImageSettings(resize=crop, crop=crop, mean=CLIP_MEAN, std=CLIP_STD)
+        self.logit_scale = logit_scale
+        self._prototypes = torch.tensor(list(COLOURS.values()), dtype=torch.float32)
+        self._mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        self._std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        self.text_calls: list[list[str]] = []
+        self.image_batches: list[int] = []
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        self.image_batches.append(len(pixel_values))
+        rgb = (pixel_values * self._std + self._mean) * 255.0  # [N, 3, H, W]
+        pixels = rgb.flatten(2).transpose(1, 2)  # [N, HW, 3]
+        nearest = torch.cdist(pixels, self._prototypes[None].expand(len(rgb), -1, -1)).argmin(-1)
+        fractions = torch.nn.functional.one_hot(nearest, len(COLOURS)).float().mean(dim=1)
+        return torch.nn.functional.normalize(fractions, dim=-1)
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        self.text_calls.append(list(texts))
+        rows = [[float(name in text.lower()) for name in COLOURS] for text in texts]
+        return torch.nn.functional.normalize(torch.tensor(rows), dim=-1)
