@@ -6,6 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 VISION_MSGS_SRC := $(wildcard ros_deps/vision_msgs/msg/*.msg) \
 	ros_deps/vision_msgs/CMakeLists.txt ros_deps/vision_msgs/package.xml \
@@ -50,8 +51,7 @@ demo: setup
 	@exit 2
 
 bench: setup
-	@echo "make bench: the engine benchmark is not implemented yet." >&2
-	@exit 2
+	$(PY) bench/bench_engine.py $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
