@@ -94,13 +94,16 @@ class ZeroShotDetector:
         """One H×W×3 uint8 frame (RGB, or BGR with `bgr`)."""
         return self.detect_batch([frame], bgr=bgr)[0]
 
-    def detect_batch(self, frames: Sequence[np.ndarray], bgr: bool = False) -> list[FrameResult]:
-        """Several frames, possibly of different sizes, in one batched encoder pass."""
+    def detect_batch(self, frames: Sequence[np.ndarray],
+                     bgr: bool | Sequence[bool] = False) -> list[FrameResult]:
+        """Several frames, possibly of different sizes, in one batched encoder pass.
+        `bgr`: one flag for all frames or one per frame."""
         s, image = self.settings, self.encoder.settings
         classes = self.class_embeddings()
+        flags = [bgr] * len(frames) if isinstance(bgr, bool) else list(bgr)
         inputs, grids = [], []
-        for frame in frames:
-            tensor = frame_to_device(frame, self.encoder.device, bgr=bgr)
+        for frame, is_bgr in zip(frames, flags, strict=True):
+            tensor = frame_to_device(frame, self.encoder.device, bgr=is_bgr)
             grid = window_grid(frame.shape[0], frame.shape[1], s.windows)
             inputs.append(classification_input(tensor, image.resize, image.crop,
                                                self._normalize))

@@ -5,6 +5,8 @@ nearest to it. Text embedding: which colour words the text names. So a crop
 that is mostly red scores highest against "red", whatever CLIP would think.
 It counts its calls so caching can be tested.
 """
+import time
+
 import torch
 
 from clip_perception.model_loading import CLIP_MEAN, CLIP_STD, ImageSettings
@@ -19,7 +21,11 @@ COLOURS = {
 
 
 class ColourEncoder:
-    def __init__(self, crop: int = 32, logit_scale: float = 100.0):
+    def __init__(self, crop: int = 32, logit_scale: float = 100.0, delay_sec: float = 0.0):
+        """delay_sec: simulated inference time per encoder call; `gate`, when set to an
+        unset threading.Event, holds every call until it is set."""
+        self.delay_sec = delay_sec
+        self.gate = None
         self.device = torch.device('cpu')
         self.dtype = torch.float32
         self.settings = ImageSettings(resize=crop, crop=crop, mean=CLIP_MEAN, std=CLIP_STD)
@@ -31,6 +37,10 @@ class ColourEncoder:
         self.image_batches: list[int] = []
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            self.gate.wait(timeout=30.0)
+        if self.delay_sec:
+            time.sleep(self.delay_sec)
         self.image_batches.append(len(pixel_values))
         rgb = (pixel_values * self._std + self._mean) * 255.0  # [N, 3, H, W]
         pixels = rgb.flatten(2).transpose(1, 2)  # [N, HW, 3]

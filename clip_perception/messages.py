@@ -1,0 +1,70 @@
+"""Engine results to ROS messages (vision_msgs 4.x, sensor_msgs), and the debug overlay.
+
+Conventions: class_id is the label text, score is always set, boxes are
+center/size in pixels of the input image, headers are the input's header.
+"""
+import cv2
+import numpy as np
+from sensor_msgs.msg import Image
+from vision_msgs.msg import (Classification, Detection2D, Detection2DArray, LabelInfo,
+                             ObjectHypothesis, ObjectHypothesisWithPose, VisionClass)
+
+from clip_perception.boxes import Detection
+
+
+def detection_array(header, detections: list[Detection],
+                    scale: tuple[float, float] = (1.0, 1.0)) -> Detection2DArray:
+    """Boxes found on an image downscaled by `scale` are mapped back to input pixels."""
+    out = Detection2DArray(header=header)
+    for found in detections:
+        cx, cy, w, h = found.center_size
+        msg = Detection2D(header=header)
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id = found.label
+        hypothesis.hypothesis.score = float(found.score)
+        msg.results.append(hypothesis)
+        msg.bbox.center.position.x = cx / scale[0]
+        msg.bbox.center.position.y = cy / scale[1]
+        msg.bbox.center.theta = 0.0
+        msg.bbox.size_x = w / scale[0]
+        msg.bbox.size_y = h / scale[1]
+        out.detections.append(msg)
+    return out
+
+
+def classification(header, scores: list[tuple[str, float]]) -> Classification:
+    """All labels with their image-level scores, best first."""
+    return Classification(header=header, results=[
+        ObjectHypothesis(class_id=label, score=float(score)) for label, score in scores])
+
+
+def label_info(header, labels, threshold: float) -> LabelInfo:
+    """class_map ids are the label indices; class_id in detections is the name itself."""
+    return LabelInfo(header=header, threshold=float(threshold), class_map=[
+        VisionClass(class_id=index, class_name=label) for index, label in enumerate(labels)])
+
+
+def debug_image(header, pixels: np.ndarray, bgr: bool, detections: Detection2DArray) -> Image:
+    """The input (as rgb8) with each detection's box, label and score drawn."""
+    canvas = np.ascontiguousarray(pixels[:, :, ::-1] if bgr else pixels)
+    thickness = max(1, round(min(canvas.shape[:2]) / 240))
+    for det in detections.detections:
+        cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
+        x0, y0 = int(cx - det.bbox.size_x / 2), int(cy - det.bbox.size_y / 2)
+        x1, y1 = int(cx + det.bbox.size_x / 2), int(cy + det.bbox.size_y / 2)
+        colour = _label_colour(det.results[0].hypothesis.class_id)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thickness)
+        text = f'{det.results[0].hypothesis.class_id} {det.results[0].hypothesis.score:.2f}'
+        cv2.putText(canvas, text, (x0 + 2, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thickness, colour, thickness, cv2.LINE_AA)
+    msg = Image(header=header, height=canvas.shape[0], width=canvas.shape[1],
+                encoding='rgb8', is_bigendian=0, step=canvas.shape[1] * 3)
+    msg.data = canvas.tobytes()
+    return msg
+
+
+def _label_colour(label: str) -> tuple[int, int, int]:
+    """A stable, saturated colour per label."""
+    hue = (sum(map(ord, label)) * 37) % 180
+    hsv = np.uint8([[[hue, 220, 255]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])

@@ -1,0 +1,82 @@
+"""The node's parameters, declared once: name, default, type, range, description.
+
+The node declares exactly these (with ROS descriptors), config/workbench.yaml
+sets them, and the README table lists them; a test checks all three agree.
+This module has no ROS imports so the table can be read anywhere.
+"""
+from dataclasses import dataclass
+
+from clip_perception.detector import DetectorSettings
+from clip_perception.model_loading import DEFAULT_MODEL
+from clip_perception.windows import WindowSpec
+
+_DETECTOR = DetectorSettings()
+_WINDOWS = WindowSpec()
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    default: object
+    kind: str  # 'string', 'string_array', 'double', 'double_array', 'integer', 'bool'
+    description: str
+    read_only: bool = False  # a change needs a restart
+    range: tuple | None = None  # (min, max) inclusive, for double and integer
+    choices: tuple[str, ...] = ()
+
+
+PARAMETERS = (
+    ParameterSpec('model', DEFAULT_MODEL, 'string',
+                  'Hugging Face id or local directory of a CLIP model (safetensors only)',
+                  read_only=True),
+    ParameterSpec('device', 'auto', 'string', 'auto (CUDA when available), cpu, cuda or cuda:N',
+                  read_only=True),
+    ParameterSpec('precision', 'auto', 'string',
+                  'auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16', read_only=True,
+                  choices=('auto', 'fp32', 'fp16', 'bf16')),
+    ParameterSpec('labels', list(_DETECTOR.labels), 'string_array',
+                  'Object labels; each becomes a class_id (the label text)'),
+    ParameterSpec('prompt_templates', list(_DETECTOR.prompt_templates), 'string_array',
+                  'Prompt ensemble; {} is replaced by the label'),
+    ParameterSpec('background_prompts', list(_DETECTOR.background_prompts), 'string_array',
+                  'Whole sentences that compete with the labels so empty windows are '
+                  'rejected'),
+    ParameterSpec('window_scales', list(_WINDOWS.scales), 'double_array',
+                  'Window sides: <= 1 a fraction of the short side, > 1 pixels'),
+    ParameterSpec('window_aspect_ratios', list(_WINDOWS.aspect_ratios), 'double_array',
+                  'Window width/height ratios, each used at every scale'),
+    ParameterSpec('window_overlap', _WINDOWS.overlap, 'double',
+                  'Overlap of neighbouring windows of one size', range=(0.0, 0.95)),
+    ParameterSpec('score_threshold', _DETECTOR.score_threshold, 'double',
+                  'Minimum label probability of a window (against labels and background)',
+                  range=(0.0, 1.0)),
+    ParameterSpec('nms_iou', _DETECTOR.nms_iou, 'double',
+                  'IoU above which same-label windows are one object', range=(0.0, 1.0)),
+    ParameterSpec('max_detections', _DETECTOR.max_detections, 'integer',
+                  'Most detections per image', range=(1, 1000)),
+    ParameterSpec('box_refinement', _DETECTOR.box_refinement, 'string',
+                  'merge (weighted mean of overlapping windows) or none (best window)',
+                  choices=('merge', 'none')),
+    ParameterSpec('max_batch', _DETECTOR.max_batch, 'integer',
+                  'Most crops per forward pass (halved automatically on CUDA OOM)',
+                  range=(1, 4096)),
+    ParameterSpec('max_image_pixels', 4096 * 4096, 'integer',
+                  'Larger images are downscaled before inference (boxes stay in input '
+                  'pixels)', range=(1024, 2 ** 31 - 1)),
+    ParameterSpec('image_reliability', 'best_effort', 'string',
+                  'Input QoS reliability: best_effort or reliable (depth 1)', read_only=True,
+                  choices=('best_effort', 'reliable')),
+    ParameterSpec('image_topics', [], 'string_array',
+                  'Several cameras: image topics batched together (empty: the `image` '
+                  'topic)', read_only=True),
+    ParameterSpec('image_transport', 'raw', 'string',
+                  'raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage on '
+                  '<topic>/compressed)', read_only=True, choices=('raw', 'compressed')),
+    ParameterSpec('publish_debug_image', True, 'bool',
+                  'Publish ~/debug_image (drawn only while someone subscribes)'),
+    ParameterSpec('enabled', True, 'bool',
+                  'Run inference; false pauses it and keeps the subscriptions '
+                  '(also the ~/enable service)'),
+)
+
+BY_NAME = {spec.name: spec for spec in PARAMETERS}

@@ -1,0 +1,55 @@
+"""Building blocks for node tests: images as messages, a node with the colour encoder."""
+import numpy as np
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from clip_perception.node import ClipPerceptionNode
+from colour_encoder import COLOURS, ColourEncoder
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+COLOUR_PARAMETERS = {
+    'labels': ['red', 'green', 'blue'],
+    'prompt_templates': ['a {} thing'],
+    'background_prompts': ['a grey background'],
+    'score_threshold': 0.6,
+    'image_reliability': 'reliable',
+}
+
+
+def colour_scene(height=120, width=160, squares=()):
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[:] = COLOURS['grey']
+    for name, x0, y0, x1, y1 in squares:
+        frame[y0:y1, x0:x1] = COLOURS[name]
+    return frame
+
+
+def image_message(pixels, frame_id='camera', stamp_sec=100, encoding='rgb8', padding=0):
+    """An Image from H×W×C uint8 `pixels` already in `encoding`'s channel order."""
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    msg = Image(height=height, width=width, encoding=encoding, is_bigendian=0,
+                step=width * channels + padding)
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec = stamp_sec
+    rows = pixels.reshape(height, width * channels)
+    if padding:
+        rows = np.concatenate([rows, np.full((height, padding), 7, np.uint8)], axis=1)
+    msg.data = np.ascontiguousarray(rows).tobytes()
+    return msg
+
+
+def start_colour_node(ros, encoder=None, **overrides):
+    """A ClipPerceptionNode on `ros`'s context with the colour encoder and parameters."""
+    values = {**COLOUR_PARAMETERS, **overrides}
+    node = ClipPerceptionNode(encoder=encoder or ColourEncoder(), context=ros.context,
+                              parameter_overrides=[Parameter(k, value=v)
+                                                   for k, v in values.items()])
+    ros.add_node(node)
+    return node
+
+
+def box_xyxy(detection):
+    c, w, h = detection.bbox.center.position, detection.bbox.size_x, detection.bbox.size_y
+    return (c.x - w / 2, c.y - h / 2, c.x + w / 2, c.y + h / 2)

@@ -1,0 +1,309 @@
+"""The node in-process over real DDS, with the deterministic colour encoder."""
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import SetBool
+from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
+
+from clip_perception import messages
+from clip_perception.boxes import pairwise_iou
+from colour_encoder import ColourEncoder
+from node_helpers import (RELIABLE, box_xyxy, colour_scene, image_message, start_colour_node)
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+SQUARE = (40, 30, 100, 90)
+
+
+class Probe:
+    """A test node publishing images and collecting every output of the node."""
+
+    def __init__(self, ros, image_topics=('image',), node_name='clip_perception'):
+        self.ros = ros
+        self.node = ros.node('probe')
+        self.image_pubs = {t: self.node.create_publisher(Image, t, RELIABLE)
+                           for t in image_topics}
+        self.detections, self.classifications, self.label_infos = [], [], []
+        self.node.create_subscription(Detection2DArray, 'detections',
+                                      self.detections.append, RELIABLE)
+        self.node.create_subscription(Classification, 'classification',
+                                      self.classifications.append, RELIABLE)
+        self.node.create_subscription(LabelInfo, 'label_info', self.label_infos.append, LATCHED)
+
+    def wait_matched(self):
+        for pub in self.image_pubs.values():
+            assert self.ros.wait_for_subscribers(pub), 'node never subscribed'
+
+    def send(self, msg, topic='image'):
+        self.image_pubs[topic].publish(msg)
+
+    def wait_for(self, outputs, count, timeout=15.0):
+        assert self.ros.spin_until(lambda: len(outputs) >= count, timeout), \
+            f'{len(outputs)} of {count} messages arrived'
+
+
+@pytest.fixture
+def probe(ros):
+    return Probe(ros)
+
+
+def test_detections_classification_and_label_info(ros, probe):
+    node = start_colour_node(ros)
+    probe.wait_matched()
+    msg = image_message(colour_scene(squares=[('red', *SQUARE)]), 'bench_camera', 42)
+    msg.header.stamp.nanosec = 5
+    probe.send(msg)
+    probe.wait_for(probe.detections, 1)
+    probe.wait_for(probe.classifications, 1)
+    out = probe.detections[0]
+    assert out.header == msg.header
+    assert len(out.detections) == 1
+    found = out.detections[0]
+    assert found.header == msg.header
+    assert found.results[0].hypothesis.class_id == 'red'
+    assert 0.6 <= found.results[0].hypothesis.score <= 1.0
+    assert found.bbox.center.theta == 0.0
+    assert pairwise_iou(np.array([box_xyxy(found)]), np.array([SQUARE], float))[0, 0] >= 0.5
+    classes = probe.classifications[0]
+    assert classes.header == msg.header
+    assert [r.class_id for r in classes.results][0] == 'red'
+    assert sorted(r.class_id for r in classes.results) == ['blue', 'green', 'red']
+    scores = [r.score for r in classes.results]
+    assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1, abs=1e-4)
+    probe.wait_for(probe.label_infos, 1)
+    info = probe.label_infos[-1]
+    assert [(c.class_id, c.class_name) for c in info.class_map] == \
+        [(0, 'red'), (1, 'green'), (2, 'blue')]
+    assert info.threshold == pytest.approx(0.6)
+    assert node.counters['processed'] == 1
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'rgba8', 'bgra8'])
+def test_colour_encodings_and_row_padding(ros, probe, encoding):
+    start_colour_node(ros)
+    probe.wait_matched()
+    rgb = colour_scene(squares=[('blue', *SQUARE)])
+    pixels = rgb[:, :, ::-1] if encoding.startswith('bgr') else rgb
+    if encoding.endswith('a8'):
+        pixels = np.concatenate([pixels, np.full(pixels.shape[:2] + (1,), 255, np.uint8)], 2)
+    probe.send(image_message(np.ascontiguousarray(pixels), encoding=encoding, padding=5))
+    probe.wait_for(probe.detections, 1)
+    assert [d.results[0].hypothesis.class_id for d in probe.detections[0].detections] == ['blue']
+
+
+def test_mono8_is_processed(ros, probe):
+    node = start_colour_node(ros)
+    probe.wait_matched()
+    probe.send(image_message(np.full((60, 80), 128, np.uint8), encoding='mono8'))
+    probe.wait_for(probe.detections, 1)
+    assert probe.detections[0].detections == []  # grey: background
+    assert node.counters['rejected'] == 0
+
+
+BAD_IMAGES = {
+    'mono16': lambda: image_message(np.zeros((8, 8, 2), np.uint8), encoding='mono16'),
+    '32FC1': lambda: image_message(np.zeros((8, 8, 4), np.uint8), encoding='32FC1'),
+    'yuv422': lambda: image_message(np.zeros((8, 8, 2), np.uint8), encoding='yuv422'),
+    'truncated': lambda: _truncated(image_message(colour_scene())),
+    'empty 0x0': lambda: Image(height=0, width=0, encoding='rgb8', step=0),
+}
+
+
+def _truncated(msg):
+    msg.data = bytes(msg.data)[:len(msg.data) // 2]
+    return msg
+
+
+@pytest.mark.parametrize('case', sorted(BAD_IMAGES))
+def test_bad_images_are_rejected_with_a_reason_and_the_next_frame_works(
+        ros, probe, capfd, case):
+    node = start_colour_node(ros)
+    probe.wait_matched()
+    probe.send(BAD_IMAGES[case]())
+    assert ros.spin_until(lambda: node.counters['rejected'] == 1), 'bad image not rejected'
+    probe.send(image_message(colour_scene(squares=[('red', *SQUARE)]), 'good'))
+    probe.wait_for(probe.detections, 1)
+    assert probe.detections[0].header.frame_id == 'good'
+    assert len(probe.detections) == 1  # nothing was published for the bad frame
+    expected = {'mono16': "unsupported encoding 'mono16'", '32FC1': "unsupported encoding",
+                'yuv422': 'unsupported encoding', 'truncated': 'data has 28800 bytes',
+                'empty 0x0': 'empty image'}[case]
+    log = capfd.readouterr().err
+    assert 'image rejected' in log and expected in log, log
+
+
+def test_a_very_large_image_is_downscaled_and_boxes_stay_in_input_pixels(ros, probe, capfd):
+    start_colour_node(ros, max_image_pixels=1_000_000)
+    probe.wait_matched()
+    square = (2000, 1500, 4000, 3500)  # in an 8000×6000 mono-sized frame
+    frame = colour_scene(6000, 8000, [('green', *square)])
+    probe.send(image_message(frame, 'huge'))
+    probe.wait_for(probe.detections, 1, timeout=60)
+    found = probe.detections[0].detections
+    assert [d.results[0].hypothesis.class_id for d in found] == ['green']
+    assert pairwise_iou(np.array([box_xyxy(found[0])]), np.array([square], float))[0, 0] >= 0.5
+    assert 'downscaled' in capfd.readouterr().err
+
+
+def test_corrupt_compressed_image_is_rejected_and_the_next_one_decoded(ros, capfd):
+    node = start_colour_node(ros, image_transport='compressed')
+    assert node.input_topics == ['/image/compressed']
+    probe_node = ros.node('compressed_probe')
+    pub = probe_node.create_publisher(CompressedImage, 'image/compressed', RELIABLE)
+    detections = []
+    probe_node.create_subscription(Detection2DArray, 'detections', detections.append, RELIABLE)
+    assert ros.wait_for_subscribers(pub)
+    corrupt = CompressedImage(format='jpeg', data=b'\xff\xd8 not really a jpeg')
+    pub.publish(corrupt)
+    assert ros.spin_until(lambda: node.counters['rejected'] == 1)
+    ok, jpeg = cv2.imencode('.png', colour_scene(squares=[('red', *SQUARE)])[:, :, ::-1])
+    good = CompressedImage(format='png', data=jpeg.tobytes())
+    good.header.frame_id = 'compressed_camera'
+    pub.publish(good)
+    assert ros.spin_until(lambda: len(detections) == 1)
+    assert detections[0].header.frame_id == 'compressed_camera'
+    assert [d.results[0].hypothesis.class_id for d in detections[0].detections] == ['red']
+    assert 'could not decode compressed image' in capfd.readouterr().err
+
+
+def test_several_cameras_are_batched_and_keep_their_headers(ros):
+    encoder = ColourEncoder()
+    node = start_colour_node(ros, encoder, image_topics=['left/image', 'right/image'],
+                             max_batch=4096)
+    probe = Probe(ros, image_topics=('left/image', 'right/image'))
+    probe.wait_matched()
+    encoder.gate = threading.Event()  # hold inference so both frames are parked together
+    probe.send(image_message(colour_scene(), 'warmup'), 'left/image')
+    assert ros.spin_until(lambda: node.counters['received'] == 1 and not node._pending)
+    probe.send(image_message(colour_scene(squares=[('red', *SQUARE)]), 'left'), 'left/image')
+    probe.send(image_message(colour_scene(squares=[('blue', *SQUARE)]), 'right'), 'right/image')
+    assert ros.spin_until(lambda: len(node._pending) == 2)
+    encoder.gate.set()
+    probe.wait_for(probe.detections, 3)
+    by_frame = {d.header.frame_id: d for d in probe.detections}
+    assert by_frame['left'].detections[0].results[0].hypothesis.class_id == 'red'
+    assert by_frame['right'].detections[0].results[0].hypothesis.class_id == 'blue'
+    crops_one_frame = encoder.image_batches[0]
+    assert encoder.image_batches[1] == 2 * crops_one_frame  # one pass for both cameras
+
+
+def test_keep_latest_under_a_30_hz_flood(ros, probe):
+    encoder = ColourEncoder(delay_sec=0.25)  # inference 4× slower than the camera
+    node = start_colour_node(ros, encoder)
+    probe.wait_matched()
+    pending_sizes = []
+    sent = 60
+    for seq in range(sent):
+        probe.send(image_message(colour_scene(squares=[('red', *SQUARE)]), f'f{seq}', seq))
+        ros.spin_until(lambda: False, 1 / 30)
+        pending_sizes.append(len(node._pending))
+    assert ros.spin_until(lambda: node.counters['received'] == sent)
+    assert ros.spin_until(lambda: not node._pending and
+                          node.counters['processed'] + node.counters['dropped'] == sent, 10)
+    assert max(pending_sizes) <= 1  # memory stays flat: one parked frame per camera
+    assert node.counters['dropped'] > sent // 2
+    assert probe.ros.spin_until(lambda: len(probe.detections) == node.counters['processed'])
+    assert probe.detections[-1].header.frame_id == f'f{sent - 1}'  # the newest is served
+    # Latency (receive -> publish) stays within about two inference times: no backlog.
+    assert node._latency.percentile_ms(95) < 2 * 250 + 150
+
+
+def test_debug_image_is_drawn_only_while_subscribed(ros, probe, monkeypatch):
+    drawn = []
+    original = messages.debug_image
+    monkeypatch.setattr(messages, 'debug_image',
+                        lambda *a: drawn.append(1) or original(*a))
+    start_colour_node(ros)
+    probe.wait_matched()
+    probe.send(image_message(colour_scene(squares=[('red', *SQUARE)]), 'first'))
+    probe.wait_for(probe.detections, 1)
+    assert drawn == []
+    debug = []
+    sub = probe.node.create_subscription(Image, '/clip_perception/debug_image', debug.append,
+                                         QoSProfile(depth=1,
+                                                    reliability=ReliabilityPolicy.BEST_EFFORT))
+    assert ros.wait_for_publishers(sub)
+    source = image_message(colour_scene(squares=[('red', *SQUARE)]), 'second')
+    probe.send(source)
+    probe.wait_for(debug, 1)
+    assert drawn == [1]
+    image = debug[0]
+    assert image.header == source.header and image.encoding == 'rgb8'
+    assert (image.width, image.height) == (source.width, source.height)
+    assert bytes(image.data) != bytes(source.data)  # a box was drawn
+
+
+def test_diagnostics_report_rates_drops_latency_device_and_model(ros, probe):
+    start_colour_node(ros)
+    diagnostics = []
+    probe.node.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
+    probe.wait_matched()
+    probe.send(image_message(colour_scene(), 'one'))
+    probe.wait_for(probe.detections, 1)
+    assert ros.spin_until(lambda: diagnostics and _values(diagnostics[-1])[
+        'frames_processed'] == '1', 5)
+    status = diagnostics[-1].status[0]
+    values = _values(diagnostics[-1])
+    assert status.name == '/clip_perception: inference' and status.hardware_id == 'cpu'
+    for key in ('input_rate_hz', 'processed_rate_hz', 'frames_dropped', 'frames_rejected',
+                'latency_p50_ms', 'latency_p95_ms', 'device', 'model'):
+        assert key in values
+    assert float(values['latency_p95_ms']) >= float(values['latency_p50_ms']) > 0
+    assert values['device'] == 'cpu'
+
+
+def _values(array):
+    return {kv.key: kv.value for kv in array.status[0].values}
+
+
+def test_runtime_parameter_changes_and_rejections(ros, probe):
+    encoder = ColourEncoder()
+    node = start_colour_node(ros, encoder)
+    probe.wait_matched()
+    probe.wait_for(probe.label_infos, 1)
+    text_calls = len(encoder.text_calls)
+    result = node.set_parameters([Parameter('labels', value=['red', 'yellow'])])[0]
+    assert result.successful
+    assert len(encoder.text_calls) == text_calls + 1  # rebuilt once
+    probe.wait_for(probe.label_infos, 2)
+    assert [c.class_name for c in probe.label_infos[-1].class_map] == ['red', 'yellow']
+    for change, reason in [(['red', 'red'], 'duplicate labels'), (['red', ' '], 'blank')]:
+        rejected = node.set_parameters([Parameter('labels', value=change)])[0]
+        assert not rejected.successful and reason in rejected.reason
+    assert node.detector.settings.labels == ('red', 'yellow')
+    out_of_range = node.set_parameters([Parameter('score_threshold', value=1.5)])[0]
+    assert not out_of_range.successful
+    assert node.set_parameters([Parameter('box_refinement', value='boxes')])[0].reason.startswith(
+        'box_refinement must be one of')
+    read_only = node.set_parameters([Parameter('model', value='other')])[0]
+    assert not read_only.successful
+    assert len(encoder.text_calls) == text_calls + 1
+    descriptor: ParameterDescriptor = node.describe_parameter('score_threshold')
+    assert descriptor.floating_point_range[0].to_value == 1.0
+    assert node.describe_parameter('model').read_only
+
+
+def test_enable_service_pauses_inference_and_keeps_subscriptions(ros, probe):
+    node = start_colour_node(ros)
+    probe.wait_matched()
+    client = probe.node.create_client(SetBool, '/clip_perception/enable')
+    assert client.wait_for_service(timeout_sec=5)
+    future = client.call_async(SetBool.Request(data=False))
+    assert ros.spin_until(future.done)
+    assert future.result().success and not node.get_parameter('enabled').value
+    probe.send(image_message(colour_scene(), 'paused'))
+    assert ros.spin_until(lambda: node.counters['paused'] == 1)
+    assert probe.image_pubs['image'].get_subscription_count() == 1
+    future = client.call_async(SetBool.Request(data=True))
+    assert ros.spin_until(future.done) and future.result().success
+    probe.send(image_message(colour_scene(), 'resumed'))
+    probe.wait_for(probe.detections, 1)
+    assert probe.detections[0].header.frame_id == 'resumed'
