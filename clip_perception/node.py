@@ -15,7 +15,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -328,20 +328,26 @@ class ClipPerceptionNode(Node):
 def main(args=None) -> int:
     """Exit 0 on SIGINT/SIGTERM (what `ros2 launch` sends), 1 when set-up fails."""
     rclpy.init(args=args)  # SIGINT and SIGTERM shut the context down: spin returns
+    executor = SingleThreadedExecutor()  # before the node: a signal may come at any time
+    node = None
     try:
-        try:
-            node = ClipPerceptionNode()
-        except (ModelLoadError, ValueError) as error:
-            rclpy.logging.get_logger('clip_perception').fatal(f'cannot start: {error}')
-            return 1
-        try:
-            rclpy.spin(node)
-        finally:
-            node.close()
-            node.destroy_node()
+        node = ClipPerceptionNode()
+        executor.add_node(node)
+        executor.spin()
+    except (ModelLoadError, ValueError) as error:
+        rclpy.logging.get_logger('clip_perception').fatal(f'cannot start: {error}')
+        return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # A signal shut the context down while the node was starting: nothing to report.
     finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        executor.shutdown()
         rclpy.try_shutdown()
     return 0
 
