@@ -1,0 +1,108 @@
+"""rosbag2 files without rosbag2: write, replay and record them with `rosbags`.
+
+Used by the replay tests and the demo. Replay publishes each message's CDR
+bytes as recorded; recording takes raw CDR from the wire. The node itself
+never imports this module.
+"""
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+VISION_MSGS_TYPES = ('Point2D', 'Pose2D', 'BoundingBox2D', 'ObjectHypothesis',
+                     'ObjectHypothesisWithPose', 'Detection2D', 'Detection2DArray',
+                     'Classification', 'VisionClass', 'LabelInfo')
+
+
+def typestore():
+    """The ROS 2 Kilted typestore of rosbags, plus the installed vision_msgs types."""
+    from ament_index_python.packages import get_package_share_directory
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    store = get_typestore(Stores.ROS2_KILTED)
+    share = Path(get_package_share_directory('vision_msgs')) / 'msg'
+    types = {}
+    for name in VISION_MSGS_TYPES:
+        types.update(get_types_from_msg((share / f'{name}.msg').read_text(),
+                                        f'vision_msgs/msg/{name}'))
+    store.register(types)
+    return store
+
+
+@dataclass(frozen=True)
+class BagFrame:
+    """One image for a bag: RGB pixels, header stamp in nanoseconds, frame_id."""
+
+    pixels: np.ndarray
+    stamp_ns: int
+    frame_id: str = 'camera'
+
+
+def write_image_bag(path: Path, frames: Iterable[BagFrame], topic: str = '/camera/image_raw',
+                    storage: str = 'sqlite3') -> Path:
+    """A rosbag2 (version 9) of sensor_msgs/msg/Image rgb8 frames, receive time = stamp."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    store = typestore()
+    Image = store.types['sensor_msgs/msg/Image']
+    Header = store.types['std_msgs/msg/Header']
+    Time = store.types['builtin_interfaces/msg/Time']
+    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+    with Writer(Path(path), version=9, storage_plugin=plugin) as writer:
+        connection = writer.add_connection(topic, Image.__msgtype__, typestore=store)
+        for frame in frames:
+            height, width = frame.pixels.shape[:2]
+            header = Header(stamp=Time(sec=frame.stamp_ns // 10**9,
+                                       nanosec=frame.stamp_ns % 10**9),
+                            frame_id=frame.frame_id)
+            msg = Image(header=header, height=height, width=width, encoding='rgb8',
+                        is_bigendian=0, step=width * 3,
+                        data=np.ascontiguousarray(frame.pixels).reshape(-1))
+            writer.write(connection, frame.stamp_ns, store.serialize_cdr(msg, Image.__msgtype__))
+    return Path(path)
+
+
+def read_messages(path: Path, topics: Iterable[str] | None = None):
+    """(topic, msgtype, receive time ns, raw CDR bytes) of every message, in time order."""
+    from rosbags.rosbag2 import Reader
+    with Reader(Path(path)) as reader:
+        connections = [c for c in reader.connections if topics is None or c.topic in topics]
+        for connection, timestamp, data in reader.messages(connections=connections):
+            yield connection.topic, connection.msgtype, timestamp, bytes(data)
+
+
+class BagRecorder:
+    """Records topics of a running ROS graph into a new bag, as raw CDR.
+
+    Subscribes with raw=True on `node`; `close()` writes the bag's metadata.
+    """
+
+    def __init__(self, node, path: Path, topics: dict[str, type], qos=10):
+        from rosbags.rosbag2 import Writer
+        self._store = typestore()
+        self._writer = Writer(Path(path), version=9)
+        self._writer.open()
+        self.counts = {topic: 0 for topic in topics}
+        for topic, msg_type in topics.items():
+            msgtype = _msgtype(msg_type)
+            connection = self._writer.add_connection(topic, msgtype, typestore=self._store)
+            node.create_subscription(msg_type, topic,
+                                     lambda data, c=connection, t=topic: self._record(c, t, data),
+                                     qos, raw=True)
+
+    def _record(self, connection, topic: str, data: bytes) -> None:
+        self._writer.write(connection, time.time_ns(), data)
+        self.counts[topic] += 1
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _msgtype(msg_type) -> str:
+    """rclpy message class -> 'package/msg/Name'."""
+    module = msg_type.__module__.split('.')[0]
+    return f'{module}/msg/{msg_type.__name__}'
+
+
+def deserialize(data: bytes, msgtype: str, store=None):
+    return (store or typestore()).deserialize_cdr(data, msgtype)
