@@ -149,6 +149,8 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = 'auto',
     directory = resolve_model_directory(model)
     _check_model_files(directory)
     from transformers import AutoTokenizer, CLIPModel
+    from transformers.utils import logging as transformers_logging
+    transformers_logging.disable_progress_bar()  # a node's log is no terminal
     try:
         clip = CLIPModel.from_pretrained(directory, use_safetensors=True,
                                          trust_remote_code=False, dtype=dtype)

@@ -1,0 +1,91 @@
+"""One configuration source: declared parameters, config/workbench.yaml, the README
+table and the launch file agree."""
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clip_perception.parameters import BY_NAME, PARAMETERS
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_FILE = ROOT / 'launch' / 'workbench.launch.py'
+LAUNCH_ARGUMENTS = {'image_topic': '/camera/image_raw', 'params_file': None, 'model': '',
+                    'device': '', 'namespace': '', 'use_sim_time': 'false'}
+
+
+def yaml_type(value) -> str:
+    """The ROS parameter type a YAML value is read as."""
+    if isinstance(value, bool):
+        return 'bool'
+    if isinstance(value, int):
+        return 'integer'
+    if isinstance(value, float):
+        return 'double'
+    if isinstance(value, str):
+        return 'string'
+    item = {yaml_type(v) for v in value}
+    assert len(item) == 1, value
+    return f'{item.pop()}_array'
+
+
+def readme_value(value) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, list):
+        return '[' + ', '.join(readme_value(v) for v in value) + ']'
+    return str(value)
+
+
+def test_the_yaml_sets_declared_parameters_with_their_types():
+    document = yaml.safe_load((ROOT / 'config' / 'workbench.yaml').read_text())
+    values = document['/**']['ros__parameters']
+    empty_by_default = {s.name for s in PARAMETERS if s.default == []}
+    assert set(values) == set(BY_NAME) - empty_by_default
+    for name, value in values.items():
+        assert yaml_type(value) == BY_NAME[name].kind, name
+        if BY_NAME[name].choices:
+            assert value in BY_NAME[name].choices, name
+        if BY_NAME[name].range:
+            low, high = BY_NAME[name].range
+            assert low <= value <= high, name
+    assert {'hammer', 'screwdriver', 'wrench', 'tape measure', 'pliers'} <= set(values['labels'])
+
+
+def test_the_readme_table_lists_every_parameter_with_type_default_and_mutability():
+    text = (ROOT / 'README.md').read_text()
+    rows = re.findall(r'^\| `(\w+)` \| (\w+) \| `([^`]*)` \| (restart|yes) \|', text, re.M)
+    table = {name: (kind, default, runtime) for name, kind, default, runtime in rows}
+    assert set(table) == set(BY_NAME)
+    for spec in PARAMETERS:
+        kind, default, runtime = table[spec.name]
+        assert kind == spec.kind, spec.name
+        assert default == readme_value(spec.default), spec.name
+        assert runtime == ('restart' if spec.read_only else 'yes'), spec.name
+
+
+def _launch_arguments_from_source() -> dict:
+    """DeclareLaunchArgument(name, default_value=...) calls, read without importing launch."""
+    found = {}
+    for call in ast.walk(ast.parse(LAUNCH_FILE.read_text())):
+        if isinstance(call, ast.Call) and getattr(call.func, 'id', '') == 'DeclareLaunchArgument':
+            name = call.args[0].value
+            default = next(k.value for k in call.keywords if k.arg == 'default_value')
+            found[name] = default.value if isinstance(default, ast.Constant) else None
+    return found
+
+
+def test_launch_file_declares_the_documented_arguments():
+    assert _launch_arguments_from_source() == LAUNCH_ARGUMENTS
+    text = (ROOT / 'README.md').read_text()
+    for name in LAUNCH_ARGUMENTS:
+        assert f'| `{name}` |' in text, name
+
+
+def test_launch_file_starts_the_node_with_the_package_config():
+    pytest.importorskip('launch_ros', reason='launch_ros is not installed (no ROS 2 install)')
+    from launch.launch_description_sources import get_launch_description_from_python_launch_file
+    description = get_launch_description_from_python_launch_file(str(LAUNCH_FILE))
+    arguments = {a.name: a for a in description.get_launch_arguments()}
+    assert set(arguments) == set(LAUNCH_ARGUMENTS)
