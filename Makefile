@@ -50,7 +50,9 @@ demo: setup
 	@echo "make demo: the demo needs the node (issue 'The ROS 2 node') and the demo model; not implemented yet." >&2
 	@exit 2
 
+# The node's overhead first, so the engine's speedup line comes last.
 bench: setup
+	$(PY) bench/bench_node.py $(BENCH_ARGS)
 	$(PY) bench/bench_engine.py $(BENCH_ARGS)
 
 clean-venv:

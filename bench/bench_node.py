@@ -1,0 +1,101 @@
+"""Node overhead: image message in -> detections out, minus the engine's own time.
+
+Runs the real node in-process over DDS (Fast DDS, LARGE_DATA transports,
+localhost) with the ViT-B/32 architecture (random weights). A probe publishes
+640×480 rgb8 frames one at a time and times each until its Detection2DArray
+arrives; the engine's time is measured around ZeroShotDetector.detect_batch in
+the same run. Prints the median of both and
+`node_overhead_vs_engine: X.XXX` ((latency - engine) / engine; goal <= 0.10).
+
+    python bench/bench_node.py [--device cuda --precision fp16] [--frames 5]
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+os.environ.setdefault('AMENT_PREFIX_PATH', sys.prefix)
+
+import rclpy  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from vision_msgs.msg import Detection2DArray  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_engine import build_encoder, workbench_frame  # noqa: E402
+from clip_perception.model_loading import resolve_device, resolve_precision  # noqa: E402
+from clip_perception.node import ClipPerceptionNode  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--precision', default='auto')
+    parser.add_argument('--frames', type=int, default=5)
+    args, _ = parser.parse_known_args()  # `make bench` passes the engine's options too
+    device = resolve_device(args.device)
+    encoder = build_encoder(device, resolve_precision(args.precision, device))
+
+    rclpy.init()
+    node = ClipPerceptionNode(encoder=encoder, parameter_overrides=[
+        rclpy.parameter.Parameter('image_reliability', value='reliable')])
+    engine_times = []
+    detect_batch = node.detector.detect_batch
+
+    def timed_detect_batch(*a, **kw):
+        start = time.perf_counter()
+        result = detect_batch(*a, **kw)
+        if device.type == 'cuda':
+            import torch
+            torch.cuda.synchronize(device)
+        engine_times.append(time.perf_counter() - start)
+        return result
+
+    node.detector.detect_batch = timed_detect_batch
+    probe = rclpy.create_node('bench_probe')
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pub = probe.create_publisher(Image, 'image', qos)
+    arrivals = []
+    probe.create_subscription(Detection2DArray, 'detections',
+                              lambda msg: arrivals.append(time.perf_counter()), qos)
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    executor.add_node(probe)
+
+    def spin_until(condition, timeout):
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)
+        return condition()
+
+    assert spin_until(lambda: pub.get_subscription_count() > 0, 30), 'node not matched'
+    frame = workbench_frame(480, 640)
+    msg = Image(height=480, width=640, encoding='rgb8', step=640 * 3)
+    msg.data = frame.tobytes()
+    latencies = []
+    for index in range(args.frames + 1):  # the first frame warms up
+        msg.header.stamp.sec = index
+        sent = time.perf_counter()
+        pub.publish(msg)
+        assert spin_until(lambda: len(arrivals) > index, 120), 'no detections'
+        latencies.append(arrivals[index] - sent)
+    node.close()
+    executor.shutdown()
+    rclpy.try_shutdown()
+
+    latency = statistics.median(latencies[1:])
+    engine = statistics.median(engine_times[1:])
+    print(f'node: {args.frames} frames 640x480 rgb8 on {device}; '
+          f'latency message->detections p50 {latency * 1000:.1f} ms, '
+          f'engine p50 {engine * 1000:.1f} ms, overhead {(latency - engine) * 1000:.1f} ms')
+    print(f'node_overhead_vs_engine: {(latency - engine) / engine:.3f}')
+
+
+if __name__ == '__main__':
+    main()
