@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-REFINEMENTS = ('none', 'merge')
+REFINEMENTS = ('none', 'merge', 'intersect')
+# 'intersect' takes this quantile of the group's window edges (robust to a few outliers).
+INTERSECT_QUANTILE = 0.8
 # Two same-label windows sharing this fraction of the smaller one show one object.
 CONTAINMENT = 0.5
 
@@ -92,7 +94,10 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, probabilities: np
     one; ties go to the larger window). refinement 'none' reports that window;
     'merge' the probability-weighted mean of it and the group's windows that overlap
     it by IoU >= nms_iou without lying inside it, which corrects for the grid's
-    spacing. Per-label NMS runs last.
+    spacing. 'intersect' the (robust) intersection of the group's windows: right
+    for a model that names a tool only when the whole tool is in the window (the
+    bundled demo model is trained so), since the tool then lies inside them all.
+    Per-label NMS runs last.
     """
     num_labels = len(labels)
     best = probabilities.argmax(axis=1)
@@ -123,7 +128,19 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, probabilities: np
                    & (~inside | (np.arange(len(boxes))[None, :] == leaders[:, None])))
         weights = members * scores[None, :]
         out_boxes = weights @ boxes / weights.sum(axis=1, keepdims=True)
+    elif refinement == 'intersect':
+        out_boxes = np.stack([_robust_intersection(boxes[group == group[leader]], out_boxes[i])
+                              for i, leader in enumerate(leaders)])
     keep = per_label_nms(out_boxes, ranks[leaders], label_ids[leaders], nms_iou)
     keep = keep[np.argsort(-scores[leaders][keep], kind='stable')][:max_detections]
     return [Detection(labels[label_ids[leaders[k]]], float(scores[leaders[k]]),
                       tuple(map(float, out_boxes[k]))) for k in keep]
+
+
+def _robust_intersection(members: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Edges at INTERSECT_QUANTILE of the members' (x0, y0 high; x1, y1 low)."""
+    low = np.quantile(members[:, :2], INTERSECT_QUANTILE, axis=0)
+    high = np.quantile(members[:, 2:], 1.0 - INTERSECT_QUANTILE, axis=0)
+    if (high <= low).any():
+        return fallback
+    return np.concatenate([low, high])

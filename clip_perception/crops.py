@@ -16,6 +16,11 @@ from clip_perception.preprocess import Normalizer, resize_bicubic
 def crop_batch(frame: torch.Tensor, windows: np.ndarray, crop: int,
                normalize: Normalizer) -> torch.Tensor:
     """[3, H, W] uint8 frame and [N, 4] xyxy windows -> [N, 3, crop, crop] normalized."""
+    return normalize(crop_pixels(frame, windows, crop))
+
+
+def crop_pixels(frame: torch.Tensor, windows: np.ndarray, crop: int) -> torch.Tensor:
+    """[3, H, W] uint8 frame and [N, 4] xyxy windows -> [N, 3, crop, crop] float 0..255."""
     _, height, width = frame.shape
     sizes = windows[:, 2:] - windows[:, :2]  # [N, 2] = (w, h)
     out = torch.empty((len(windows), 3, crop, crop), device=frame.device)
@@ -32,4 +37,4 @@ def crop_batch(frame: torch.Tensor, windows: np.ndarray, crop: int,
         cols = torch.as_tensor(x0, device=frame.device).long()[:, None] + offsets
         crops = resized[:, rows[:, :, None], cols[:, None, :]]  # [3, n, crop, crop]
         out[torch.as_tensor(members, device=frame.device)] = crops.permute(1, 0, 2, 3)
-    return normalize(out)
+    return out

@@ -26,14 +26,13 @@ from std_srvs.srv import SetBool
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
 from clip_perception import messages
-from clip_perception.detector import DetectorSettings, ZeroShotDetector
+from clip_perception.detector import ZeroShotDetector
 from clip_perception.image_conversion import (Frame, ImageError, fit_to_pixel_budget,
                                               frame_from_compressed, frame_from_raw)
 from clip_perception.model_loading import ModelLoadError, load_clip
-from clip_perception.parameters import BY_NAME, PARAMETERS
-from clip_perception.prompts import validate_prompts
+from clip_perception.parameters import (BY_NAME, DETECTOR_PARAMETERS, PARAMETERS,
+                                        detector_settings)
 from clip_perception.statistics import LatencyWindow, RateMeter
-from clip_perception.windows import WindowSpec
 
 _TYPES = {
     'string': ParameterType.PARAMETER_STRING,
@@ -43,11 +42,6 @@ _TYPES = {
     'integer': ParameterType.PARAMETER_INTEGER,
     'bool': ParameterType.PARAMETER_BOOL,
 }
-# Parameters that shape the engine, and how they map onto DetectorSettings.
-_DETECTOR_FIELDS = ('labels', 'prompt_templates', 'background_prompts', 'score_threshold',
-                    'nms_iou', 'max_detections', 'max_batch', 'box_refinement')
-_WINDOW_FIELDS = {'window_scales': 'scales', 'window_aspect_ratios': 'aspect_ratios',
-                  'window_overlap': 'overlap'}
 _LOG_EVERY_SEC = 5.0
 
 
@@ -63,20 +57,6 @@ def _descriptor(spec) -> ParameterDescriptor:
         descriptor.integer_range = [IntegerRange(
             from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=0)]
     return descriptor
-
-
-def detector_settings(values: dict) -> DetectorSettings:
-    """Parameter values -> validated DetectorSettings (ValueError says what is wrong)."""
-    for name, value in values.items():
-        choices = BY_NAME[name].choices
-        if choices and value not in choices:
-            raise ValueError(f'{name} must be one of {", ".join(choices)}, not {value!r}')
-    windows = WindowSpec(**{field: tuple(values[name]) if isinstance(values[name], list)
-                            else values[name] for name, field in _WINDOW_FIELDS.items()})
-    fields = {name: tuple(values[name]) if isinstance(values[name], list) else values[name]
-              for name in _DETECTOR_FIELDS}
-    validate_prompts(fields['labels'], fields['prompt_templates'], fields['background_prompts'])
-    return DetectorSettings(windows=windows, **fields)
 
 
 @dataclass
@@ -96,7 +76,7 @@ class ClipPerceptionNode(Node):
                 self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, _descriptor(spec))
             else:
                 self.declare_parameter(spec.name, spec.default, _descriptor(spec))
-        settings = detector_settings(self._values(_DETECTOR_FIELDS + tuple(_WINDOW_FIELDS)))
+        settings = detector_settings(self._values(DETECTOR_PARAMETERS))
         for name in ('image_reliability', 'image_transport', 'precision'):
             value = self._value(name)
             if value not in BY_NAME[name].choices:
@@ -150,11 +130,10 @@ class ClipPerceptionNode(Node):
 
     def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters}
-        engine_names = set(_DETECTOR_FIELDS) | set(_WINDOW_FIELDS)
         try:
-            if engine_names & changes.keys():
-                values = self._values(engine_names)
-                values.update({k: v for k, v in changes.items() if k in engine_names})
+            if changes.keys() & set(DETECTOR_PARAMETERS):
+                values = self._values(DETECTOR_PARAMETERS)
+                values.update({k: v for k, v in changes.items() if k in DETECTOR_PARAMETERS})
                 detector_settings(values)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
@@ -162,8 +141,8 @@ class ClipPerceptionNode(Node):
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
         names = {p.name for p in parameters}
-        if names & (set(_DETECTOR_FIELDS) | set(_WINDOW_FIELDS)):
-            settings = detector_settings(self._values(_DETECTOR_FIELDS + tuple(_WINDOW_FIELDS)))
+        if names & set(DETECTOR_PARAMETERS):
+            settings = detector_settings(self._values(DETECTOR_PARAMETERS))
             with self._detector_lock:  # waits for a running inference; re-encodes text once
                 changed = {f: getattr(settings, f) for f in settings.__dataclass_fields__
                            if getattr(settings, f) != getattr(self.detector.settings, f)}

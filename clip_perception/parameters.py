@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from clip_perception.detector import DetectorSettings
 from clip_perception.model_loading import DEFAULT_MODEL
+from clip_perception.prompts import validate_prompts
 from clip_perception.windows import WindowSpec
 
 _DETECTOR = DetectorSettings()
@@ -55,8 +56,9 @@ PARAMETERS = (
     ParameterSpec('max_detections', _DETECTOR.max_detections, 'integer',
                   'Most detections per image', range=(1, 1000)),
     ParameterSpec('box_refinement', _DETECTOR.box_refinement, 'string',
-                  'merge (weighted mean of overlapping windows) or none (best window)',
-                  choices=('merge', 'none')),
+                  'merge (weighted mean of overlapping windows), intersect (intersection '
+                  'of the object\'s windows) or none (best window)',
+                  choices=('merge', 'intersect', 'none')),
     ParameterSpec('max_batch', _DETECTOR.max_batch, 'integer',
                   'Most crops per forward pass (halved automatically on CUDA OOM)',
                   range=(1, 4096)),
@@ -80,3 +82,45 @@ PARAMETERS = (
 )
 
 BY_NAME = {spec.name: spec for spec in PARAMETERS}
+
+# The parameters that shape detection, as DetectorSettings fields and WindowSpec fields.
+_SETTINGS_FIELDS = ('labels', 'prompt_templates', 'background_prompts', 'score_threshold',
+                    'nms_iou', 'max_detections', 'max_batch', 'box_refinement')
+_WINDOW_FIELDS = {'window_scales': 'scales', 'window_aspect_ratios': 'aspect_ratios',
+                  'window_overlap': 'overlap'}
+DETECTOR_PARAMETERS = _SETTINGS_FIELDS + tuple(_WINDOW_FIELDS)
+
+
+def detector_settings(values: dict) -> DetectorSettings:
+    """Values of DETECTOR_PARAMETERS -> validated DetectorSettings; ValueError says why."""
+    def plain(value):
+        return tuple(value) if isinstance(value, (list, tuple)) else value
+
+    for name in DETECTOR_PARAMETERS:
+        choices = BY_NAME[name].choices
+        if choices and values[name] not in choices:
+            raise ValueError(f'{name} must be one of {", ".join(choices)}, '
+                             f'not {values[name]!r}')
+    windows = WindowSpec(**{field: plain(values[name]) for name, field in _WINDOW_FIELDS.items()})
+    fields = {name: plain(values[name]) for name in _SETTINGS_FIELDS}
+    validate_prompts(fields['labels'], fields['prompt_templates'], fields['background_prompts'])
+    return DetectorSettings(windows=windows, **fields)
+
+
+def read_parameters_file(path, node_name: str = 'clip_perception') -> dict:
+    """The parameters a ROS parameter YAML gives `node_name` (`/**` entries included)."""
+    import yaml
+    with open(path) as stream:
+        document = yaml.safe_load(stream) or {}
+    values = {}
+    for key in ('/**', node_name, f'/{node_name}'):
+        values.update((document.get(key) or {}).get('ros__parameters', {}))
+    return values
+
+
+def settings_from_file(path) -> DetectorSettings:
+    """DetectorSettings of a parameters file, defaults for what it leaves out."""
+    values = {name: BY_NAME[name].default for name in DETECTOR_PARAMETERS}
+    values.update({k: v for k, v in read_parameters_file(path).items()
+                   if k in DETECTOR_PARAMETERS})
+    return detector_settings(values)

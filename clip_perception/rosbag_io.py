@@ -4,6 +4,7 @@ Used by the replay tests and the demo. Replay publishes each message's CDR
 bytes as recorded; recording takes raw CDR from the wire. The node itself
 never imports this module.
 """
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,21 @@ VISION_MSGS_TYPES = ('Point2D', 'Pose2D', 'BoundingBox2D', 'ObjectHypothesis',
                      'Classification', 'VisionClass', 'LabelInfo')
 
 
+def _vision_msgs_definitions() -> Path:
+    """share/vision_msgs/msg of the installed vision_msgs (the ament index, or the
+    Python environment's prefix where the PyPI ROS wheels live)."""
+    from ament_index_python.packages import get_package_share_directory
+    try:
+        return Path(get_package_share_directory('vision_msgs')) / 'msg'
+    except (OSError, LookupError):
+        return Path(sys.prefix) / 'share' / 'vision_msgs' / 'msg'
+
+
 def typestore():
     """The ROS 2 Kilted typestore of rosbags, plus the installed vision_msgs types."""
-    from ament_index_python.packages import get_package_share_directory
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
     store = get_typestore(Stores.ROS2_KILTED)
-    share = Path(get_package_share_directory('vision_msgs')) / 'msg'
+    share = _vision_msgs_definitions()
     types = {}
     for name in VISION_MSGS_TYPES:
         types.update(get_types_from_msg((share / f'{name}.msg').read_text(),

@@ -1,0 +1,106 @@
+"""Data formats the trainer and the evaluator read (and a user's real data can use).
+
+Image-text pairs — a folder with `captions.jsonl`, one JSON object per line:
+
+    {"image": "images/000123.png", "caption": "a photo of a hammer.", "label": "hammer"}
+
+`image` is relative to the folder; `label` is optional (the evaluator needs it:
+a label name, or "" for background).
+
+Detection scenes — a folder with a COCO-style `annotations.json`:
+
+    {"images": [{"id": 1, "file_name": "scenes/000001.png", "width": 320, "height": 240}],
+     "categories": [{"id": 1, "name": "hammer"}, ...],
+     "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [x, y, w, h]}]}
+
+`bbox` is COCO's [x, y, width, height] in pixels; images without annotations are
+empty scenes (false-positive checks).
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CaptionedImage:
+    path: Path
+    caption: str
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class AnnotatedScene:
+    path: Path
+    width: int
+    height: int
+    objects: tuple[tuple[str, tuple[float, float, float, float]], ...]  # (label, xyxy)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f'cannot read image {path}')
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def write_rgb(path: Path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.ascontiguousarray(pixels[:, :, ::-1])):
+        raise OSError(f'cannot write {path}')
+
+
+def read_captions(folder: Path) -> list[CaptionedImage]:
+    folder = Path(folder)
+    items = []
+    with open(folder / 'captions.jsonl') as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                items.append(CaptionedImage(folder / record['image'], record['caption'],
+                                            record.get('label')))
+            except (json.JSONDecodeError, KeyError) as error:
+                raise ValueError(f'{folder / "captions.jsonl"}:{number}: {error}') from error
+    return items
+
+
+def write_captions(folder: Path, items: list[CaptionedImage]) -> None:
+    folder = Path(folder)
+    with open(folder / 'captions.jsonl', 'w') as out:
+        for item in items:
+            record = {'image': str(Path(item.path).relative_to(folder)), 'caption': item.caption}
+            if item.label is not None:
+                record['label'] = item.label
+            out.write(json.dumps(record) + '\n')
+
+
+def read_scenes(folder: Path) -> list[AnnotatedScene]:
+    folder = Path(folder)
+    document = json.loads((folder / 'annotations.json').read_text())
+    names = {c['id']: c['name'] for c in document['categories']}
+    objects: dict[int, list] = {image['id']: [] for image in document['images']}
+    for ann in document['annotations']:
+        x, y, w, h = ann['bbox']
+        objects[ann['image_id']].append((names[ann['category_id']], (x, y, x + w, y + h)))
+    return [AnnotatedScene(folder / image['file_name'], image['width'], image['height'],
+                           tuple(objects[image['id']])) for image in document['images']]
+
+
+def write_scenes(folder: Path, scenes: list[AnnotatedScene], categories) -> None:
+    folder = Path(folder)
+    category_ids = {name: index + 1 for index, name in enumerate(categories)}
+    images, annotations = [], []
+    for image_id, scene in enumerate(scenes, 1):
+        images.append({'id': image_id, 'file_name': str(Path(scene.path).relative_to(folder)),
+                       'width': scene.width, 'height': scene.height})
+        for label, (x0, y0, x1, y1) in scene.objects:
+            annotations.append({'id': len(annotations) + 1, 'image_id': image_id,
+                                'category_id': category_ids[label],
+                                'bbox': [x0, y0, x1 - x0, y1 - y0]})
+    document = {'images': images, 'annotations': annotations,
+                'categories': [{'id': i, 'name': n} for n, i in category_ids.items()]}
+    (folder / 'annotations.json').write_text(json.dumps(document, indent=1))

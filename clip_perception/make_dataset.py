@@ -1,0 +1,141 @@
+"""Write synthetic workbench data sets in the formats of `datasets.py`.
+
+    python -m clip_perception.make_dataset crops  OUT --count 40000 --seed 1
+    python -m clip_perception.make_dataset scenes OUT --count 200 --blank 50 --seed 1001
+
+`crops`: image-text pairs cut from synthetic scenes with the same window grid
+and the same on-device resize the detector uses at inference, so training sees
+what the detector will see. A window holding one whole tool (and no part of
+another) is captioned with the tool; a window holding only parts of tools is
+"a photo of part of a tool."; an empty one "a photo of an empty workbench.";
+ambiguous windows are left out (see WHOLE and PART).
+`scenes`: full frames with COCO-style boxes, plus empty benches.
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from clip_perception.crops import crop_pixels
+from clip_perception.datasets import (AnnotatedScene, CaptionedImage, write_captions, write_rgb,
+                                      write_scenes)
+from clip_perception.preprocess import frame_to_device
+from clip_perception.synthetic import TOOLS, make_scene
+from clip_perception.windows import WindowSpec, window_grid
+
+# The windows of the demo configuration (config/demo.yaml); training crops come from them.
+DEMO_WINDOWS = WindowSpec(scales=(0.75, 0.55, 0.4, 0.28), aspect_ratios=(1.0, 2.0, 0.5),
+                          overlap=0.6)
+DEMO_FRAME = (240, 320)  # height, width
+TOOL_CAPTIONS = ('a photo of a {}.', 'a photo of the {}.', 'a close-up photo of a {}.',
+                 'a photo of a {} on a workbench.', 'a cropped photo of a {}.',
+                 'a {} lying on a bench.')
+EMPTY_CAPTION = 'a photo of an empty workbench.'
+PART_CAPTION = 'a photo of part of a tool.'
+BACKGROUND_CAPTIONS = (EMPTY_CAPTION, PART_CAPTION)
+
+
+# A window shows a tool when at least WHOLE of the tool's box lies inside it, and
+# part of a tool when at most PART of it does; windows in between are ambiguous
+# and not used for training. Less than NEGLIGIBLE of a tool does not count.
+WHOLE, PART, NEGLIGIBLE = 0.9, 0.5, 0.1
+MIN_COVER = 0.15  # a whole tool must fill this much of the window to be named
+
+
+def window_captions(windows: np.ndarray, objects) -> list[tuple[int, str | None, str] | None]:
+    """Per window: (index, caption, label) — caption None for a tool (templates are
+    chosen later), label '' for background — or None for an ambiguous window (a tool
+    between PART and WHOLE inside, several tools, or a tool too small to name)."""
+    out = []
+    areas = (windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1])
+    for index, window in enumerate(windows):
+        whole, partial = [], []
+        for obj in objects:
+            x0, y0, x1, y1 = obj.box
+            inter = (max(0, min(x1, window[2]) - max(x0, window[0])) *
+                     max(0, min(y1, window[3]) - max(y0, window[1])))
+            inside = inter / max(1, (x1 - x0) * (y1 - y0))
+            if inside >= WHOLE:
+                whole.append((obj, inter / areas[index]))
+            elif inside > NEGLIGIBLE:
+                partial.append(inside)
+        if len(whole) == 1 and not partial and whole[0][1] >= MIN_COVER:
+            out.append((index, None, whole[0][0].label))
+        elif not whole and partial and max(partial) <= PART:
+            out.append((index, PART_CAPTION, ''))
+        elif not whole and not partial:
+            out.append((index, EMPTY_CAPTION, ''))
+        else:
+            out.append(None)
+    return out
+
+
+def make_crops(out: Path, count: int, seed: int, crop: int = 64,
+               windows: WindowSpec = DEMO_WINDOWS, per_scene: int = 8) -> list[CaptionedImage]:
+    """`count` captioned crops: per scene at most `per_scene` tool windows and as many
+    background windows (at least 2), so scenes are many and classes balanced."""
+    rng = np.random.default_rng(seed)
+    height, width = DEMO_FRAME
+    grid = window_grid(height, width, windows)
+    items = []
+    with tqdm(total=count, desc='crops', unit='crop') as progress:
+        while len(items) < count:
+            scene = make_scene(rng, height, width, count=int(rng.integers(0, 4)))
+            labelled = [c for c in window_captions(grid, scene.objects) if c]
+            tools = [c for c in labelled if c[2]]
+            background = [c for c in labelled if not c[2]]
+            tools = [tools[i] for i in rng.permutation(len(tools))[:per_scene]]
+            keep_bg = max(2, len(tools))
+            chosen = tools + [background[i] for i in rng.permutation(len(background))[:keep_bg]]
+            pixels = crop_pixels(frame_to_device(scene.image, torch.device('cpu')),
+                                 grid[[c[0] for c in chosen]], crop)
+            pixels = pixels.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+            for (index, caption, label), image in zip(chosen, pixels):
+                if len(items) >= count:
+                    break
+                if label:
+                    caption = TOOL_CAPTIONS[int(rng.integers(len(TOOL_CAPTIONS)))].replace(
+                        '{}', label)
+                path = out / 'images' / f'{len(items):06d}.png'
+                write_rgb(path, image)
+                items.append(CaptionedImage(path, caption, label))
+                progress.update()
+    write_captions(out, items)
+    return items
+
+
+def make_scenes(out: Path, count: int, blank: int, seed: int) -> list[AnnotatedScene]:
+    """`count` scenes with 1–3 tools and `blank` empty benches, COCO-style annotations."""
+    rng = np.random.default_rng(seed)
+    height, width = DEMO_FRAME
+    scenes = []
+    for index in tqdm(range(count + blank), desc='scenes', unit='scene'):
+        scene = make_scene(rng, height, width, count=0 if index >= count else None)
+        path = out / 'scenes' / f'{index:06d}.png'
+        write_rgb(path, scene.image)
+        scenes.append(AnnotatedScene(path, width, height,
+                                     tuple((o.label, o.box) for o in scene.objects)))
+    write_scenes(out, scenes, TOOLS)
+    return scenes
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('kind', choices=('crops', 'scenes'))
+    parser.add_argument('out', type=Path)
+    parser.add_argument('--count', type=int, required=True)
+    parser.add_argument('--blank', type=int, default=0, help='scenes: empty benches to add')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--crop', type=int, default=64, help='crops: side in pixels')
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.kind == 'crops':
+        make_crops(args.out, args.count, args.seed, args.crop)
+    else:
+        make_scenes(args.out, args.count, args.blank, args.seed)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,230 @@
+"""Contrastive training of a CLIP model on image-text pairs (symmetric InfoNCE).
+
+    python -m clip_perception.train --data DIR --out MODEL_DIR            # from scratch
+    python -m clip_perception.train --data DIR --out MODEL_DIR \
+        --init openai/clip-vit-base-patch32 --lr 1e-5                    # fine-tune
+
+--data is a folder in the `datasets.py` format (captions.jsonl + images). From
+scratch, a small CLIP (`--size demo`) and a BPE tokenizer for the captions are
+built here; with --init an existing model (hub id or directory) is fine-tuned.
+The result is saved with save_pretrained (safetensors) plus tokenizer and
+processor files, so the detector loads it through its `model` parameter.
+
+Loss: image-text logits = exp(t) · cos, with t learnable (initialized at
+ln(1/0.07), exp(t) clamped at 100); cross-entropy image→text and text→image,
+averaged. Pairs with the same label (or, without labels, the same caption) in
+one batch count as positives of each other instead of as negatives.
+"""
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from clip_perception.datasets import read_captions, read_rgb
+from clip_perception.model_building import (TEST_SIZE, ClipSize, build_clip, build_tokenizer,
+                                            default_corpus, save_model_directory)
+from clip_perception.model_loading import CLIP_MEAN, CLIP_STD, load_clip
+from clip_perception.prompts import ensemble
+
+# The bundled demo model: 64 px input, 8 px patches, about 1.3 M parameters.
+DEMO_SIZE = ClipSize(image_size=64, patch_size=8, vision_width=128, vision_layers=4,
+                     vision_heads=4, text_width=128, text_layers=2, text_heads=4,
+                     projection_dim=128, max_text_tokens=32)
+SIZES = {'demo': DEMO_SIZE, 'test': TEST_SIZE}
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def symmetric_info_nce(image_embeddings, text_embeddings, logit_scale, groups):
+    """[B, D] normalized embeddings, scalar log-temperature, [B] group ids -> loss.
+
+    Targets: uniform over the batch entries of the same group (the diagonal when
+    all groups differ, which is CLIP's loss exactly)."""
+    logits = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp() * image_embeddings @ text_embeddings.T
+    positives = (groups[:, None] == groups[None, :]).float()
+    targets = positives / positives.sum(dim=1, keepdim=True)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+def load_images(items, size: int) -> torch.Tensor:
+    """[N, 3, size, size] uint8 (images are resized to the model's input if needed)."""
+    out = np.empty((len(items), size, size, 3), np.uint8)
+    for index, item in enumerate(tqdm(items, desc='loading images', unit='img', leave=False)):
+        image = read_rgb(item.path)
+        if image.shape[:2] != (size, size):
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        out[index] = image
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+class ProbeSet:
+    """Zero-shot crop classification on held-out pairs: labels + background captions."""
+
+    def __init__(self, items, images, templates, background_captions):
+        labelled = [i for i, item in enumerate(items) if item.label is not None]
+        self.images = images[labelled]
+        self.labels = [items[i].label for i in labelled]
+        self.classes = sorted({label for label in self.labels if label})
+        self.templates = templates
+        self.background = list(background_captions)
+
+    def accuracy(self, model, tokenizer, normalize, device, batch=256) -> float:
+        if not self.labels:
+            return float('nan')
+        model.eval()
+        with torch.inference_mode():
+            prompts = [t.replace('{}', c) for c in self.classes for t in self.templates]
+            text = encode_text(model, tokenizer, prompts + self.background, device)
+            label_part = text[:len(prompts)].reshape(len(self.classes), len(self.templates), -1)
+            matrix = torch.cat([ensemble(label_part), text[len(prompts):]])
+            predictions = []
+            for chunk in self.images.split(batch):
+                image = encode_image(model, normalize(chunk.to(device)))
+                predictions.append((image @ matrix.T).argmax(dim=1).cpu())
+        names = self.classes + [''] * len(self.background)
+        predicted = [names[i] for i in torch.cat(predictions).tolist()]
+        model.train()
+        return float(np.mean([p == t for p, t in zip(predicted, self.labels)]))
+
+
+def encode_image(model, pixels):
+    out = model.get_image_features(pixel_values=pixels)
+    return F.normalize(getattr(out, 'pooler_output', out), dim=-1)
+
+
+def encode_text(model, tokenizer, texts, device):
+    tokens = tokenizer(list(texts), padding=True, truncation=True, return_tensors='pt')
+    out = model.get_text_features(input_ids=tokens['input_ids'].to(device),
+                                  attention_mask=tokens['attention_mask'].to(device))
+    return F.normalize(getattr(out, 'pooler_output', out), dim=-1)
+
+
+class Normalize:
+    def __init__(self, mean, std, device):
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+
+    def __call__(self, pixels):
+        return (pixels.float() - self.mean) / self.std
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--data', type=Path, required=True, help='training pairs folder')
+    parser.add_argument('--eval-data', type=Path, help='held-out pairs for the probe accuracy')
+    parser.add_argument('--out', type=Path, required=True, help='model directory to write')
+    parser.add_argument('--init', help='model to fine-tune (hub id or directory)')
+    parser.add_argument('--size', choices=sorted(SIZES), default='demo',
+                        help='architecture when training from scratch')
+    parser.add_argument('--steps', type=int, default=900)
+    parser.add_argument('--batch-size', type=int, default=128)
+    parser.add_argument('--lr', type=float, default=5e-4)
+    parser.add_argument('--logit-scale-lr', type=float, default=None,
+                        help='learning rate of the temperature (default 10 × --lr)')
+    parser.add_argument('--weight-decay', type=float, default=0.1)
+    parser.add_argument('--warmup', type=int, default=50)
+    parser.add_argument('--eval-every', type=int, default=100)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--device', default='cpu')
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    device = torch.device(args.device)
+    items = read_captions(args.data)
+    if args.init:
+        encoder = load_clip(args.init, device=args.device, precision='fp32')
+        model, tokenizer = encoder.model, encoder.tokenizer
+        image_size = encoder.settings.crop
+        mean, std = encoder.settings.mean, encoder.settings.std
+    else:
+        from clip_perception.make_dataset import BACKGROUND_CAPTIONS
+        size = SIZES[args.size]
+        captions = sorted({item.caption for item in items})
+        tokenizer = build_tokenizer(default_corpus(extra=captions + list(BACKGROUND_CAPTIONS)),
+                                    vocab_size=800, max_length=size.max_text_tokens)
+        model = build_clip(tokenizer, size, seed=args.seed)
+        image_size, mean, std = size.image_size, CLIP_MEAN, CLIP_STD
+    model.to(device).train()
+    normalize = Normalize(mean, std, device)
+
+    images = load_images(items, image_size)
+    captions = sorted({item.caption for item in items})
+    caption_index = {c: i for i, c in enumerate(captions)}
+    tokens = tokenizer(captions, padding=True, truncation=True, return_tensors='pt')
+    caption_ids = torch.tensor([caption_index[item.caption] for item in items])
+    group_names = sorted({item.label or item.caption for item in items})
+    group_of = {name: i for i, name in enumerate(group_names)}
+    groups = torch.tensor([group_of[item.label or item.caption] for item in items])
+
+    probe = None
+    if args.eval_data:
+        from clip_perception.make_dataset import BACKGROUND_CAPTIONS, TOOL_CAPTIONS
+        eval_items = read_captions(args.eval_data)
+        probe = ProbeSet(eval_items, load_images(eval_items, image_size), TOOL_CAPTIONS[:5],
+                         BACKGROUND_CAPTIONS)
+
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if name == 'logit_scale':
+            continue
+        (no_decay if parameter.ndim < 2 else decay).append(parameter)
+    optimizer = torch.optim.AdamW([
+        {'params': decay, 'weight_decay': args.weight_decay},
+        {'params': no_decay, 'weight_decay': 0.0},
+        {'params': [model.logit_scale], 'weight_decay': 0.0,
+         'lr': args.logit_scale_lr or 10 * args.lr}], lr=args.lr)
+    base_lrs = [group['lr'] for group in optimizer.param_groups]
+
+    history = []
+    started = time.monotonic()
+    progress = tqdm(range(1, args.steps + 1), desc='training', unit='step')
+    for step in progress:
+        warm = min(1.0, step / max(1, args.warmup))
+        cosine = 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group['lr'] = base * warm * cosine
+        batch = torch.from_numpy(rng.choice(len(items), args.batch_size, replace=False))
+        pixels = images[batch].to(device)
+        flip = torch.rand(len(batch), device=device) < 0.5
+        pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+        ids = caption_ids[batch]
+        loss = symmetric_info_nce(
+            encode_image(model, normalize(pixels)),
+            F.normalize(getattr(out := model.get_text_features(
+                input_ids=tokens['input_ids'][ids].to(device),
+                attention_mask=tokens['attention_mask'][ids].to(device)), 'pooler_output', out),
+                dim=-1),
+            model.logit_scale, groups[batch].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
+        record = {'step': step, 'loss': round(loss.item(), 4),
+                  'logit_scale': round(model.logit_scale.exp().item(), 2)}
+        if probe and (step % args.eval_every == 0 or step == args.steps):
+            record['probe_accuracy'] = round(probe.accuracy(model, tokenizer, normalize, device),
+                                             4)
+        history.append(record)
+        progress.set_postfix({k: v for k, v in record.items() if k != 'step'})
+
+    model.eval()
+    save_model_directory(args.out, model, tokenizer, image_size)
+    summary = {'command_args': {k: str(v) for k, v in vars(args).items()},
+               'pairs': len(items), 'minutes': round((time.monotonic() - started) / 60, 1),
+               'final': history[-1], 'loss': [h['loss'] for h in history],
+               'probe': [h for h in history if 'probe_accuracy' in h]}
+    (args.out / 'training.json').write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary['final']))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,66 @@
+"""Contrastive training: the loss goes down and the checkpoint loads through the engine."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from clip_perception.detector import DetectorSettings, ZeroShotDetector
+from clip_perception.make_dataset import make_crops, window_captions
+from clip_perception.model_loading import load_clip
+from clip_perception.synthetic import PlacedObject, make_scene
+from clip_perception.train import main as train_main, symmetric_info_nce
+
+
+def test_info_nce_is_clip_loss_when_all_pairs_differ_and_shares_duplicates():
+    torch.manual_seed(0)
+    images = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    texts = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    scale = torch.tensor(np.log(10.0))
+    logits = 10.0 * images @ texts.T
+    clip = (torch.nn.functional.cross_entropy(logits, torch.arange(4)) +
+            torch.nn.functional.cross_entropy(logits.T, torch.arange(4))) / 2
+    assert symmetric_info_nce(images, texts, scale, torch.arange(4)) == pytest.approx(clip.item())
+    # two pairs of one group: each image's target is split over both texts
+    shared = symmetric_info_nce(images, texts, scale, torch.tensor([0, 0, 1, 2]))
+    assert shared.item() != pytest.approx(clip.item())
+    assert symmetric_info_nce(images, images, torch.tensor(np.log(100.0)), torch.arange(4)) < 0.01
+
+
+def test_window_captions_follow_what_the_window_holds():
+    hammer = PlacedObject('hammer', (10, 10, 50, 30))
+    windows = np.array([[0, 0, 60, 60], [30, 0, 90, 60], [100, 100, 160, 160],
+                        [0, 0, 400, 400], [15, 0, 75, 60]])
+    captions = window_captions(windows, [hammer])
+    assert captions[0] == (0, None, 'hammer')  # whole tool inside: captioned with its label
+    assert captions[1] == (1, 'a photo of part of a tool.', '')  # half of it
+    assert captions[2] == (2, 'a photo of an empty workbench.', '')
+    assert captions[3] is None  # the tool is too small in this window to name it
+    assert captions[4] is None  # 7/8 of the tool: ambiguous, not used
+
+
+def test_synthetic_scenes_are_deterministic_and_boxes_are_tight():
+    a, b = make_scene(np.random.default_rng(5)), make_scene(np.random.default_rng(5))
+    assert np.array_equal(a.image, b.image) and a.objects == b.objects
+    assert a.objects
+    for obj in a.objects:
+        x0, y0, x1, y1 = obj.box
+        assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 240
+
+
+@pytest.mark.timeout(300)
+def test_training_lowers_the_loss_and_the_checkpoint_loads_through_the_engine(tmp_path):
+    make_crops(tmp_path / 'data', count=192, seed=3, crop=32)
+    train_main(['--data', str(tmp_path / 'data'), '--out', str(tmp_path / 'model'),
+                '--size', 'test', '--steps', '60', '--batch-size', '32', '--lr', '3e-3',
+                '--warmup', '5', '--seed', '0'])
+    summary = json.loads((tmp_path / 'model' / 'training.json').read_text())
+    losses = summary['loss']
+    assert len(losses) == 60
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.3, losses
+    encoder = load_clip(str(tmp_path / 'model'), device='cpu')
+    assert (tmp_path / 'model' / 'model.safetensors').is_file()
+    detector = ZeroShotDetector(encoder, DetectorSettings(
+        background_prompts=('a photo of an empty workbench.', 'a photo of part of a tool.')))
+    result = detector.detect(make_scene(np.random.default_rng(9)).image)
+    assert len(result.classification) == 5
