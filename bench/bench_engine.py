@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from clip_perception.detector import DetectorSettings, ZeroShotDetector
-from clip_perception.encoder import ClipEncoder
+from clip_perception.encoder import ClipEncoder, projected
 from clip_perception.model_building import VIT_B_32, build_clip, build_tokenizer, default_corpus
 from clip_perception.model_loading import (CLIP_MEAN, CLIP_STD, ImageSettings, resolve_device,
                                            resolve_precision)
@@ -63,8 +63,7 @@ def seed_loop(encoder: ClipEncoder, processor, frame: np.ndarray, windows: np.nd
             crop = Image.fromarray(frame[y0:y1, x0:x1])
             pixels = processor(images=crop, return_tensors='pt')['pixel_values']
             pixels = pixels.to(device=encoder.device, dtype=encoder.dtype)
-            features = encoder.model.get_image_features(pixel_values=pixels)
-            features = getattr(features, 'pooler_output', features).float()
+            features = projected(encoder.model.get_image_features(pixel_values=pixels)).float()
             features = torch.nn.functional.normalize(features, dim=-1)
             rows.append(class_logits(features, class_matrix, encoder.logit_scale).softmax(-1))
     return torch.cat(rows).cpu().numpy()

@@ -21,7 +21,7 @@ class ImageTextEncoder(Protocol):
         """M strings -> [M, D] L2-normalized float32."""
 
 
-def _projected(output) -> torch.Tensor:
+def projected(output) -> torch.Tensor:
     # transformers 5 returns BaseModelOutputWithPooling (projection in
     # pooler_output); 4.x returned the projected tensor itself.
     return output if isinstance(output, torch.Tensor) else output.pooler_output
@@ -45,7 +45,7 @@ class ClipEncoder:
     @torch.inference_mode()
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixels = pixel_values.to(device=self.device, dtype=self.dtype)
-        features = _projected(self.model.get_image_features(pixel_values=pixels)).float()
+        features = projected(self.model.get_image_features(pixel_values=pixels)).float()
         return torch.nn.functional.normalize(features, dim=-1)
 
     @torch.inference_mode()
@@ -54,7 +54,7 @@ class ClipEncoder:
                                 max_length=self.max_text_tokens, return_tensors='pt')
         tokens = {k: v.to(self.device) for k, v in tokens.items()
                   if k in ('input_ids', 'attention_mask')}
-        features = _projected(self.model.get_text_features(**tokens)).float()
+        features = projected(self.model.get_text_features(**tokens)).float()
         return torch.nn.functional.normalize(features, dim=-1)
 
     def release(self) -> None:

@@ -5,10 +5,10 @@
 
 `crops`: image-text pairs cut from synthetic scenes with the same window grid
 and the same on-device resize the detector uses at inference, so training sees
-what the detector will see. A window holding one whole tool (and no part of
-another) is captioned with the tool; a window holding only parts of tools is
-"a photo of part of a tool."; an empty one "a photo of an empty workbench.";
-ambiguous windows are left out (see WHOLE and PART).
+what the detector will see. Labels follow R-CNN (see POSITIVE_IOU): a window
+fitting one tool is captioned with the tool; background windows get one of
+BACKGROUND_CAPTIONS (empty bench, part of a tool, several tools, a tool small
+in a large window); ambiguous windows are left out.
 `scenes`: full frames with COCO-style boxes, plus empty benches.
 """
 import argparse
@@ -34,48 +34,73 @@ TOOL_CAPTIONS = ('a photo of a {}.', 'a photo of the {}.', 'a close-up photo of 
                  'a {} lying on a bench.')
 EMPTY_CAPTION = 'a photo of an empty workbench.'
 PART_CAPTION = 'a photo of part of a tool.'
-BACKGROUND_CAPTIONS = (EMPTY_CAPTION, PART_CAPTION)
+SEVERAL_CAPTION = 'a photo of several tools.'
+LOOSE_CAPTION = 'a photo of a small tool on a large workbench.'
+BACKGROUND_CAPTIONS = (EMPTY_CAPTION, PART_CAPTION, SEVERAL_CAPTION, LOOSE_CAPTION)
 
 
-# A window shows a tool when at least WHOLE of the tool's box lies inside it, and
-# part of a tool when at most PART of it does; windows in between are ambiguous
-# and not used for training. Less than NEGLIGIBLE of a tool does not count.
-WHOLE, PART, NEGLIGIBLE = 0.9, 0.5, 0.1
-MIN_COVER = 0.15  # a whole tool must fill this much of the window to be named
+# Window labels follow R-CNN: a window names a tool when it fits the tool's box
+# (IoU >= POSITIVE_IOU), so among all windows that contain a tool the classifier
+# prefers the well-fitting ones and the best window is a good box. Windows with
+# IoU < NEGATIVE_IOU are background: the tool lies loosely inside (most of it in
+# the window), only part of it is in, or it is absent. Windows in between, and
+# windows with a tool that is neither mostly in nor mostly out, are not used.
+POSITIVE_IOU, NEGATIVE_IOU = 0.5, 0.3
+MOSTLY_IN, MOSTLY_OUT, NEGLIGIBLE = 0.9, 0.5, 0.1
 
 
 def window_captions(windows: np.ndarray, objects) -> list[tuple[int, str | None, str] | None]:
     """Per window: (index, caption, label) — caption None for a tool (templates are
-    chosen later), label '' for background — or None for an ambiguous window (a tool
-    between PART and WHOLE inside, several tools, or a tool too small to name)."""
+    chosen later), label '' for background — or None for an ambiguous window."""
     out = []
     areas = (windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1])
     for index, window in enumerate(windows):
-        whole, partial = [], []
+        present = []  # (object, fraction of it inside, IoU with the window)
         for obj in objects:
             x0, y0, x1, y1 = obj.box
             inter = (max(0, min(x1, window[2]) - max(x0, window[0])) *
                      max(0, min(y1, window[3]) - max(y0, window[1])))
-            inside = inter / max(1, (x1 - x0) * (y1 - y0))
-            if inside >= WHOLE:
-                whole.append((obj, inter / areas[index]))
-            elif inside > NEGLIGIBLE:
-                partial.append(inside)
-        if len(whole) == 1 and not partial and whole[0][1] >= MIN_COVER:
-            out.append((index, None, whole[0][0].label))
-        elif not whole and partial and max(partial) <= PART:
-            out.append((index, PART_CAPTION, ''))
-        elif not whole and not partial:
+            box_area = max(1, (x1 - x0) * (y1 - y0))
+            if inter / box_area > NEGLIGIBLE:
+                present.append((obj, inter / box_area,
+                                inter / (box_area + areas[index] - inter)))
+        if not present:
             out.append((index, EMPTY_CAPTION, ''))
-        else:
+        elif sum(inside > MOSTLY_OUT for _, inside, _ in present) >= 2:
+            out.append((index, SEVERAL_CAPTION, ''))
+        elif len(present) > 1:
             out.append(None)
+        else:
+            obj, inside, iou = present[0]
+            if iou >= POSITIVE_IOU:
+                out.append((index, None, obj.label))
+            elif iou < NEGATIVE_IOU and inside >= MOSTLY_IN:
+                out.append((index, LOOSE_CAPTION, ''))
+            elif iou < NEGATIVE_IOU and inside <= MOSTLY_OUT:
+                out.append((index, PART_CAPTION, ''))
+            else:
+                out.append(None)
     return out
+
+
+def _stratified(windows, count: int, rng) -> list:
+    """Up to `count` windows drawn in turn from each caption (rare kinds are kept)."""
+    by_caption = {}
+    for window in (windows[i] for i in rng.permutation(len(windows))):
+        by_caption.setdefault(window[1], []).append(window)
+    chosen, queues = [], list(by_caption.values())
+    while len(chosen) < count and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop())
+    return chosen
 
 
 def make_crops(out: Path, count: int, seed: int, crop: int = 64,
                windows: WindowSpec = DEMO_WINDOWS, per_scene: int = 8) -> list[CaptionedImage]:
     """`count` captioned crops: per scene at most `per_scene` tool windows and as many
-    background windows (at least 2), so scenes are many and classes balanced."""
+    background windows (at least 2, spread over the background kinds), so scenes are
+    many and classes balanced."""
     rng = np.random.default_rng(seed)
     height, width = DEMO_FRAME
     grid = window_grid(height, width, windows)
@@ -87,8 +112,7 @@ def make_crops(out: Path, count: int, seed: int, crop: int = 64,
             tools = [c for c in labelled if c[2]]
             background = [c for c in labelled if not c[2]]
             tools = [tools[i] for i in rng.permutation(len(tools))[:per_scene]]
-            keep_bg = max(2, len(tools))
-            chosen = tools + [background[i] for i in rng.permutation(len(background))[:keep_bg]]
+            chosen = tools + _stratified(background, max(2, len(tools)), rng)
             pixels = crop_pixels(frame_to_device(scene.image, torch.device('cpu')),
                                  grid[[c[0] for c in chosen]], crop)
             pixels = pixels.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()

@@ -31,6 +31,8 @@ from clip_perception.datasets import read_captions, read_rgb
 from clip_perception.model_building import (TEST_SIZE, ClipSize, build_clip, build_tokenizer,
                                             default_corpus, save_model_directory)
 from clip_perception.model_loading import CLIP_MEAN, CLIP_STD, load_clip
+from clip_perception.encoder import projected
+from clip_perception.preprocess import Normalizer
 from clip_perception.prompts import ensemble
 
 # The bundled demo model: 64 px input, 8 px patches, about 1.3 M parameters.
@@ -85,7 +87,7 @@ class ProbeSet:
             matrix = torch.cat([ensemble(label_part), text[len(prompts):]])
             predictions = []
             for chunk in self.images.split(batch):
-                image = encode_image(model, normalize(chunk.to(device)))
+                image = encode_image(model, normalize(chunk.to(device).float()))
                 predictions.append((image @ matrix.T).argmax(dim=1).cpu())
         names = self.classes + [''] * len(self.background)
         predicted = [names[i] for i in torch.cat(predictions).tolist()]
@@ -94,24 +96,19 @@ class ProbeSet:
 
 
 def encode_image(model, pixels):
-    out = model.get_image_features(pixel_values=pixels)
-    return F.normalize(getattr(out, 'pooler_output', out), dim=-1)
+    # With gradients: ClipEncoder encodes for inference only.
+    return F.normalize(projected(model.get_image_features(pixel_values=pixels)), dim=-1)
+
+
+def encode_tokens(model, input_ids, attention_mask):
+    return F.normalize(projected(model.get_text_features(
+        input_ids=input_ids, attention_mask=attention_mask)), dim=-1)
 
 
 def encode_text(model, tokenizer, texts, device):
     tokens = tokenizer(list(texts), padding=True, truncation=True, return_tensors='pt')
-    out = model.get_text_features(input_ids=tokens['input_ids'].to(device),
-                                  attention_mask=tokens['attention_mask'].to(device))
-    return F.normalize(getattr(out, 'pooler_output', out), dim=-1)
-
-
-class Normalize:
-    def __init__(self, mean, std, device):
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
-
-    def __call__(self, pixels):
-        return (pixels.float() - self.mean) / self.std
+    return encode_tokens(model, tokens['input_ids'].to(device),
+                         tokens['attention_mask'].to(device))
 
 
 def main(argv=None) -> None:
@@ -152,7 +149,7 @@ def main(argv=None) -> None:
         model = build_clip(tokenizer, size, seed=args.seed)
         image_size, mean, std = size.image_size, CLIP_MEAN, CLIP_STD
     model.to(device).train()
-    normalize = Normalize(mean, std, device)
+    normalize = Normalizer(mean, std, device)
 
     images = load_images(items, image_size)
     captions = sorted({item.caption for item in items})
@@ -196,11 +193,9 @@ def main(argv=None) -> None:
         pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
         ids = caption_ids[batch]
         loss = symmetric_info_nce(
-            encode_image(model, normalize(pixels)),
-            F.normalize(getattr(out := model.get_text_features(
-                input_ids=tokens['input_ids'][ids].to(device),
-                attention_mask=tokens['attention_mask'][ids].to(device)), 'pooler_output', out),
-                dim=-1),
+            encode_image(model, normalize(pixels.float())),
+            encode_tokens(model, tokens['input_ids'][ids].to(device),
+                          tokens['attention_mask'][ids].to(device)),
             model.logit_scale, groups[batch].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -266,3 +266,19 @@ def test_intersect_refinement_recovers_the_object_inside_its_windows():
     best_window = select_detections(windows, logits, probabilities, ('tool',), 0.5, 0.3, 5,
                                     refinement='none')[0].box
     assert iou(found[0].box, obj) > iou(best_window, obj)
+
+
+def test_cuda_out_of_memory_halves_the_batch_and_the_frame_still_goes_through(encoder):
+    detector = ZeroShotDetector(encoder, DetectorSettings(
+        labels=('red',), prompt_templates=('{}',), background_prompts=('grey',), max_batch=64))
+    encode = encoder.encode_images
+
+    def limited(pixels):
+        if len(pixels) > 8:
+            raise torch.cuda.OutOfMemoryError('CUDA out of memory (simulated)')
+        return encode(pixels)
+
+    encoder.encode_images = limited
+    result = detector.detect(scene(120, 160, [('red', 40, 30, 100, 90)]))
+    assert detector.max_batch == 8
+    assert [d.label for d in result.detections] == ['red']

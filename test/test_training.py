@@ -27,16 +27,20 @@ def test_info_nce_is_clip_loss_when_all_pairs_differ_and_shares_duplicates():
     assert symmetric_info_nce(images, images, torch.tensor(np.log(100.0)), torch.arange(4)) < 0.01
 
 
-def test_window_captions_follow_what_the_window_holds():
+def test_window_captions_follow_r_cnn_labels():
     hammer = PlacedObject('hammer', (10, 10, 50, 30))
-    windows = np.array([[0, 0, 60, 60], [30, 0, 90, 60], [100, 100, 160, 160],
-                        [0, 0, 400, 400], [15, 0, 75, 60]])
-    captions = window_captions(windows, [hammer])
-    assert captions[0] == (0, None, 'hammer')  # whole tool inside: captioned with its label
-    assert captions[1] == (1, 'a photo of part of a tool.', '')  # half of it
-    assert captions[2] == (2, 'a photo of an empty workbench.', '')
-    assert captions[3] is None  # the tool is too small in this window to name it
-    assert captions[4] is None  # 7/8 of the tool: ambiguous, not used
+    wrench = PlacedObject('wrench', (62, 10, 90, 50))
+    windows = np.array([[8, 8, 52, 32], [0, 0, 60, 60], [30, 5, 70, 35], [100, 100, 160, 160],
+                        [0, 0, 90, 60], [30, 0, 90, 60], [5, 5, 70, 40]])
+    alone = window_captions(windows, [hammer])
+    assert alone[0] == (0, None, 'hammer')  # fits the hammer: IoU 0.76
+    assert alone[1] == (1, 'a photo of a small tool on a large workbench.', '')  # IoU 0.22
+    assert alone[2] == (2, 'a photo of part of a tool.', '')  # half of it, IoU 0.25
+    assert alone[3] == (3, 'a photo of an empty workbench.', '')
+    assert alone[6] is None  # whole hammer, IoU 0.35: between negative and positive
+    both = window_captions(windows, [hammer, wrench])
+    assert both[4] == (4, 'a photo of several tools.', '')
+    assert both[5] is None  # the wrench whole, half of the hammer: ambiguous
 
 
 def test_synthetic_scenes_are_deterministic_and_boxes_are_tight():
