@@ -13,6 +13,7 @@ setup(
         (f'share/{package_name}', ['package.xml']),
         (f'share/{package_name}/launch', glob('launch/*.launch.py')),
         (f'share/{package_name}/config', glob('config/*.yaml')),
+        (f'share/{package_name}/models/workbench_demo', glob('models/workbench_demo/*')),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

@@ -89,9 +89,9 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, probabilities: np
     grouped per label into objects (see the module doc); each group gives one box.
 
     windows [N, 4] xyxy; logits and probabilities [N, K] over labels then background
-    prompts. A group's best window has the highest label logit (the probability
-    saturates near 1 for many windows, the logit still tells the better-placed
-    one; ties go to the larger window). refinement 'none' reports that window;
+    prompts. A group's best window has the highest label log-probability (computed
+    from the logits, so it still orders windows whose probability rounds to 1;
+    ties go to the larger window). refinement 'none' reports that window;
     'merge' the probability-weighted mean of it and the group's windows that overlap
     it by IoU >= nms_iou without lying inside it, which corrects for the grid's
     spacing. 'intersect' the (robust) intersection of the group's windows: right
@@ -110,8 +110,13 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, probabilities: np
     boxes = windows[candidate].astype(np.float64)
     label_ids = best[candidate]
     scores = best_score[candidate]
+    # Rank by the label's log-probability: exact where the probability rounds to 1,
+    # and it weighs the label against every competing prompt (background included).
+    # Ties (a uniform object filling several windows) go to the larger window.
     areas = _areas(boxes)
-    ranks = logits[candidate, label_ids] + 1e-6 * areas / areas.max()
+    shifted = logits[candidate] - logits[candidate].max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    ranks = log_probabilities[np.arange(len(candidate)), label_ids] + 1e-6 * areas / areas.max()
 
     same_label = label_ids[:, None] == label_ids[None, :]
     iou = pairwise_iou(boxes, boxes)

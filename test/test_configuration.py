@@ -89,3 +89,18 @@ def test_launch_file_starts_the_node_with_the_package_config():
     description = get_launch_description_from_python_launch_file(str(LAUNCH_FILE))
     arguments = {a.name: a for a in description.get_launch_arguments()}
     assert set(arguments) == set(LAUNCH_ARGUMENTS)
+
+
+def test_the_demo_configuration_matches_how_the_demo_model_was_trained():
+    from clip_perception.make_dataset import BACKGROUND_CAPTIONS, DEMO_WINDOWS, TOOL_CAPTIONS
+    from clip_perception.parameters import read_parameters_file, settings_from_file
+    path = ROOT / 'config' / 'demo.yaml'
+    values = read_parameters_file(path)
+    assert set(values) <= set(BY_NAME)
+    for name, value in values.items():
+        assert yaml_type(value) == BY_NAME[name].kind, name
+    settings = settings_from_file(path)
+    assert settings.windows == DEMO_WINDOWS
+    assert set(settings.prompt_templates) <= set(TOOL_CAPTIONS)
+    assert settings.background_prompts == BACKGROUND_CAPTIONS
+    assert (ROOT / values['model'] / 'model.safetensors').is_file()

@@ -1,0 +1,79 @@
+"""The bundled demo model on the bundled bag, through the node over DDS.
+
+Pinned behaviour: nothing on the empty frames, and at least FOUND_AT_LEAST of
+the planted tools found (right label, IoU >= 0.5). The model finds 12 of the
+17 today; the issue's goal (all of them, AP >= 0.7) is not reached yet, see
+models/workbench_demo/MODEL.md. `make demo`'s command runs end to end."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray
+
+from clip_perception.boxes import pairwise_iou
+from clip_perception.demo import DEFAULT_BAG, truth_path
+from clip_perception.node import ClipPerceptionNode
+from clip_perception.parameters import read_parameters_file
+from clip_perception.rosbag_io import read_messages
+from node_helpers import box_xyxy
+
+ROOT = Path(__file__).resolve().parents[1]
+FOUND_AT_LEAST = 0.7
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@pytest.mark.timeout(300)
+def test_demo_model_finds_the_planted_tools_in_the_bundled_bag(ros):
+    values = read_parameters_file(ROOT / 'config' / 'demo.yaml')
+    values.update(model=str(ROOT / values['model']), image_reliability='reliable')
+    node = ClipPerceptionNode(context=ros.context, parameter_overrides=[
+        Parameter(name, value=value) for name, value in values.items()])
+    ros.add_node(node)
+    player = ros.node('demo_bag_player')
+    pub = player.create_publisher(Image, '/image', RELIABLE)
+    received = []
+    player.create_subscription(Detection2DArray, '/detections', received.append, RELIABLE)
+    assert ros.wait_for_subscribers(pub)
+    assert ros.spin_until(lambda: node.detections_pub.get_subscription_count() > 0)
+    truth = json.loads(truth_path(DEFAULT_BAG).read_text())
+    for index, (_, _, _, data) in enumerate(read_messages(DEFAULT_BAG)):
+        pub.publish(data)
+        assert ros.spin_until(lambda: len(received) > index, 60), f'frame {index} unanswered'
+    assert len(received) == len(truth) >= 8
+    planted = found = 0
+    for frame, out in zip(truth, received):
+        stamp = out.header.stamp.sec * 10**9 + out.header.stamp.nanosec
+        assert stamp == frame['stamp_ns']
+        labels = [d.results[0].hypothesis.class_id for d in out.detections]
+        if not frame['objects']:
+            assert labels == [], f'detections on an empty frame: {labels}'
+            continue
+        for obj in frame['objects']:
+            planted += 1
+            hits = [d for d in out.detections if d.results[0].hypothesis.class_id == obj['label']
+                    and pairwise_iou(np.array([box_xyxy(d)]), np.array([obj['box']], float))[
+                        0, 0] >= 0.5]
+            found += bool(hits)
+    assert planted >= 10
+    assert found >= FOUND_AT_LEAST * planted, f'{found} of {planted} planted tools found'
+
+
+
+@pytest.mark.timeout(300)
+def test_the_demo_command_runs_end_to_end(tmp_path):
+    result = subprocess.run([sys.executable, '-m', 'clip_perception.demo', '--out',
+                             str(tmp_path / 'demo_output')], capture_output=True, text=True,
+                            timeout=280)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith('demo summary:') and 'node exit code 0' in lines[-1]
+    frames = sorted((tmp_path / 'demo_output').glob('frame_*.png'))
+    truth = json.loads(truth_path(DEFAULT_BAG).read_text())
+    assert len(frames) == len(truth)
+    assert sum(line.startswith('frame ') for line in lines) == len(truth)
