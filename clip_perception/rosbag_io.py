@@ -113,6 +113,3 @@ def _msgtype(msg_type) -> str:
     module = msg_type.__module__.split('.')[0]
     return f'{module}/msg/{msg_type.__name__}'
 
-
-def deserialize(data: bytes, msgtype: str, store=None):
-    return (store or typestore()).deserialize_cdr(data, msgtype)

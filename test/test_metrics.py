@@ -5,7 +5,8 @@ import pytest
 
 from clip_perception.metrics import average_precision, detection_ap, mean_ap
 
-TRUTHS = [[('hammer', (10, 10, 50, 30))], [('hammer', (0, 0, 20, 20)), ('wrench', (40, 40, 60, 90))],
+TRUTHS = [[('hammer', (10, 10, 50, 30))],
+          [('hammer', (0, 0, 20, 20)), ('wrench', (40, 40, 60, 90))],
           []]
 
 

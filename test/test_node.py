@@ -1,6 +1,5 @@
 """The node in-process over real DDS, with the deterministic colour encoder."""
 import threading
-import time
 
 import cv2
 import numpy as np
