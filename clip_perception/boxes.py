@@ -82,14 +82,14 @@ def per_label_nms(boxes: np.ndarray, ranks: np.ndarray, label_ids: np.ndarray,
     return np.asarray(keep, dtype=np.int64).reshape(-1)
 
 
-def select_detections(windows: np.ndarray, logits: np.ndarray, probabilities: np.ndarray,
-                      labels: tuple[str, ...], score_threshold: float, nms_iou: float,
-                      max_detections: int, refinement: str = 'merge') -> list[Detection]:
+def select_detections(windows: np.ndarray, logits: np.ndarray, labels: tuple[str, ...],
+                      score_threshold: float, nms_iou: float, max_detections: int,
+                      refinement: str = 'merge') -> list[Detection]:
     """Windows whose best class is a label scoring >= `score_threshold` become candidates,
     grouped per label into objects (see the module doc); each group gives one box.
 
-    windows [N, 4] xyxy; logits and probabilities [N, K] over labels then background
-    prompts. A group's best window has the highest label log-probability (computed
+    windows [N, 4] xyxy; logits [N, K] over labels then background prompts (the
+    probabilities are their softmax). A group's best window has the highest label log-probability (computed
     from the logits, so it still orders windows whose probability rounds to 1;
     ties go to the larger window). refinement 'none' reports that window;
     'merge' the probability-weighted mean of it and the group's windows that overlap
@@ -100,6 +100,10 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, probabilities: np
     Per-label NMS runs last.
     """
     num_labels = len(labels)
+    # softmax over labels and background prompts, kept in log form for the ranking
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    probabilities = np.exp(log_probabilities)
     best = probabilities.argmax(axis=1)
     best_score = probabilities[np.arange(len(best)), best]
     candidate = np.flatnonzero((best < num_labels) & (best_score >= score_threshold))
@@ -114,9 +118,7 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, probabilities: np
     # and it weighs the label against every competing prompt (background included).
     # Ties (a uniform object filling several windows) go to the larger window.
     areas = _areas(boxes)
-    shifted = logits[candidate] - logits[candidate].max(axis=1, keepdims=True)
-    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    ranks = log_probabilities[np.arange(len(candidate)), label_ids] + 1e-6 * areas / areas.max()
+    ranks = log_probabilities[candidate, label_ids] + 1e-6 * areas / areas.max()
 
     same_label = label_ids[:, None] == label_ids[None, :]
     iou = pairwise_iou(boxes, boxes)

@@ -111,18 +111,16 @@ class ZeroShotDetector:
             grids.append(grid)
         embeddings = self.encode_images(torch.cat(inputs))
         logits = class_logits(embeddings, classes.matrix, self.encoder.logit_scale)
-        probabilities = logits.softmax(dim=-1)
-        whole_image = label_scores(logits, classes.num_labels)
-        logits, probabilities, whole_image = (t.cpu().numpy() for t in
-                                              (logits, probabilities, whole_image))
+        whole_image = label_scores(logits, classes.num_labels).cpu().numpy()
+        logits = logits.cpu().numpy()
         results, start = [], 0
         for grid in grids:
             scores = whole_image[start]
             order = np.argsort(-scores, kind='stable')
             window_rows = slice(start + 1, start + 1 + len(grid))
             detections = select_detections(
-                grid, logits[window_rows], probabilities[window_rows], classes.labels,
-                s.score_threshold, s.nms_iou, s.max_detections, s.box_refinement)
+                grid, logits[window_rows], classes.labels, s.score_threshold, s.nms_iou,
+                s.max_detections, s.box_refinement)
             results.append(FrameResult([(classes.labels[i], float(scores[i])) for i in order],
                                        detections, len(grid)))
             start += 1 + len(grid)

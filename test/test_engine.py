@@ -241,15 +241,14 @@ def test_select_detections_nms_keeps_the_best_placed_window_per_label():
     windows = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10]])
     # columns: label a, label b, background
     logits = np.array([[5.0, 0, 0], [6.0, 0, 0], [0, 4.0, 0], [0, 0, 9.0]])
-    probabilities = torch.tensor(logits).softmax(-1).numpy()
-    found = select_detections(windows, logits, probabilities, ('a', 'b'), 0.5, 0.3, 10,
+    found = select_detections(windows, logits, ('a', 'b'), 0.5, 0.3, 10,
                               refinement='none')
     assert [(d.label, d.box) for d in found] == [('a', (1.0, 1.0, 11.0, 11.0)),
                                                  ('b', (50.0, 50.0, 60.0, 60.0))]
-    merged = select_detections(windows, logits, probabilities, ('a', 'b'), 0.5, 0.3, 10)
+    merged = select_detections(windows, logits, ('a', 'b'), 0.5, 0.3, 10)
     assert 0.0 < merged[0].box[0] < 1.0  # weighted between the two 'a' windows
     assert Detection('a', 1.0, (0, 0, 4, 2)).center_size == (2.0, 1.0, 4.0, 2.0)
-    assert len(select_detections(windows, logits, probabilities, ('a', 'b'), 0.5, 0.3, 1)) == 1
+    assert len(select_detections(windows, logits, ('a', 'b'), 0.5, 0.3, 1)) == 1
 
 
 def test_intersect_refinement_recovers_the_object_inside_its_windows():
@@ -258,12 +257,11 @@ def test_intersect_refinement_recovers_the_object_inside_its_windows():
     windows = np.array([[30, 20, 80, 70], [40, 10, 90, 60], [20, 30, 75, 55], [35, 25, 72, 80],
                         [38, 28, 100, 52], [10, 0, 71, 51]])
     logits = np.array([[8.0, 0.0]] * len(windows)) + np.arange(len(windows))[:, None] * [0.1, 0]
-    probabilities = torch.tensor(logits).softmax(-1).numpy()
-    found = select_detections(windows, logits, probabilities, ('tool',), 0.5, 0.3, 5,
+    found = select_detections(windows, logits, ('tool',), 0.5, 0.3, 5,
                               refinement='intersect')
     assert len(found) == 1
     assert iou(found[0].box, obj) >= 0.7, found[0].box
-    best_window = select_detections(windows, logits, probabilities, ('tool',), 0.5, 0.3, 5,
+    best_window = select_detections(windows, logits, ('tool',), 0.5, 0.3, 5,
                                     refinement='none')[0].box
     assert iou(found[0].box, obj) > iou(best_window, obj)
 
