@@ -31,7 +31,7 @@ from clip_perception.image_conversion import (Frame, ImageError, fit_to_pixel_bu
                                               frame_from_compressed, frame_from_raw)
 from clip_perception.model_loading import ModelLoadError, load_clip
 from clip_perception.parameters import (BY_NAME, DETECTOR_PARAMETERS, PARAMETERS,
-                                        detector_settings)
+                                        check_choices, detector_settings)
 from clip_perception.statistics import LatencyWindow, RateMeter
 
 _TYPES = {
@@ -77,11 +77,7 @@ class ClipPerceptionNode(Node):
             else:
                 self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         settings = detector_settings(self._values(DETECTOR_PARAMETERS))
-        for name in ('image_reliability', 'image_transport', 'precision'):
-            value = self._value(name)
-            if value not in BY_NAME[name].choices:
-                raise ValueError(f'{name} must be one of {", ".join(BY_NAME[name].choices)}, '
-                                 f'not {value!r}')
+        check_choices(self._values(('image_reliability', 'image_transport', 'precision')))
         if encoder is None:
             encoder = load_clip(self._value('model'), self._value('device'),
                                 self._value('precision'))

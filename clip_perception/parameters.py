@@ -91,16 +91,20 @@ _WINDOW_FIELDS = {'window_scales': 'scales', 'window_aspect_ratios': 'aspect_rat
 DETECTOR_PARAMETERS = _SETTINGS_FIELDS + tuple(_WINDOW_FIELDS)
 
 
+def check_choices(values: dict) -> None:
+    """ValueError naming the first value that is not one of its parameter's choices."""
+    for name, value in values.items():
+        choices = BY_NAME[name].choices
+        if choices and value not in choices:
+            raise ValueError(f'{name} must be one of {", ".join(choices)}, not {value!r}')
+
+
 def detector_settings(values: dict) -> DetectorSettings:
     """Values of DETECTOR_PARAMETERS -> validated DetectorSettings; ValueError says why."""
     def plain(value):
         return tuple(value) if isinstance(value, (list, tuple)) else value
 
-    for name in DETECTOR_PARAMETERS:
-        choices = BY_NAME[name].choices
-        if choices and values[name] not in choices:
-            raise ValueError(f'{name} must be one of {", ".join(choices)}, '
-                             f'not {values[name]!r}')
+    check_choices({name: values[name] for name in DETECTOR_PARAMETERS})
     windows = WindowSpec(**{field: plain(values[name]) for name, field in _WINDOW_FIELDS.items()})
     fields = {name: plain(values[name]) for name in _SETTINGS_FIELDS}
     validate_prompts(fields['labels'], fields['prompt_templates'], fields['background_prompts'])
