@@ -33,7 +33,7 @@ from clip_perception.model_building import (TEST_SIZE, ClipSize, build_clip, bui
 from clip_perception.model_loading import CLIP_MEAN, CLIP_STD, load_clip
 from clip_perception.encoder import projected
 from clip_perception.preprocess import Normalizer
-from clip_perception.prompts import ensemble
+from clip_perception.prompts import LabelEmbeddingCache
 
 # The bundled demo model: 64 px input, 8 px patches, about 1.3 M parameters.
 DEMO_SIZE = ClipSize(image_size=64, patch_size=8, vision_width=128, vision_layers=4,
@@ -81,10 +81,10 @@ class ProbeSet:
             return float('nan')
         model.eval()
         with torch.inference_mode():
-            prompts = [t.replace('{}', c) for c in self.classes for t in self.templates]
-            text = encode_text(model, tokenizer, prompts + self.background, device)
-            label_part = text[:len(prompts)].reshape(len(self.classes), len(self.templates), -1)
-            matrix = torch.cat([ensemble(label_part), text[len(prompts):]])
+            # the class embeddings exactly as the detector builds them
+            matrix = LabelEmbeddingCache(
+                lambda texts: encode_text(model, tokenizer, texts, device)).get(
+                    self.classes, self.templates, self.background).matrix
             predictions = []
             for chunk in self.images.split(batch):
                 image = encode_image(model, normalize(chunk.to(device).float()))
