@@ -89,9 +89,9 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, labels: tuple[str
     grouped per label into objects (see the module doc); each group gives one box.
 
     windows [N, 4] xyxy; logits [N, K] over labels then background prompts (the
-    probabilities are their softmax). A group's best window has the highest label log-probability (computed
-    from the logits, so it still orders windows whose probability rounds to 1;
-    ties go to the larger window). refinement 'none' reports that window;
+    probabilities are their softmax). A group's best window has the highest label
+    log-probability (computed from the logits, so it still orders windows whose
+    probability rounds to 1; ties go to the larger window). refinement 'none' reports that window;
     'merge' the probability-weighted mean of it and the group's windows that overlap
     it by IoU >= nms_iou without lying inside it, which corrects for the grid's
     spacing. 'intersect' the (robust) intersection of the group's windows: right

@@ -66,11 +66,6 @@ def _node_command(params: Path, model: Path) -> list[str]:
                       '-p', 'image_reliability:=reliable', '-r', f'image:={TOPIC}']
 
 
-def _box(detection) -> tuple[float, float, float, float]:
-    c, w, h = detection.bbox.center.position, detection.bbox.size_x, detection.bbox.size_y
-    return (c.x - w / 2, c.y - h / 2, c.x + w / 2, c.y + h / 2)
-
-
 def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
     env = _ros_environment()
     import rclpy
@@ -81,6 +76,7 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
 
     from clip_perception.boxes import pairwise_iou
     from clip_perception.datasets import write_rgb
+    from clip_perception.messages import box_corners
     from clip_perception.rosbag_io import read_messages
 
     out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +124,7 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
             planted = truth.get(stamp, [])
             listed = ', '.join(
                 f'{d.results[0].hypothesis.class_id} {d.results[0].hypothesis.score:.2f} '
-                f'[{", ".join(f"{v:.0f}" for v in _box(d))}]' for d in result.detections)
+                f'[{", ".join(f"{v:.0f}" for v in box_corners(d))}]' for d in result.detections)
             print(f'frame {frames:2d} ({len(planted)} planted): {listed or "nothing"}')
             image = debug_images[stamp]
             write_rgb(out / f'frame_{frames:02d}.png', np.frombuffer(
@@ -137,7 +133,7 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
             for det in result.detections:
                 label = det.results[0].hypothesis.class_id
                 hits = [i for i, o in enumerate(planted) if o['label'] == label and i not in taken
-                        and pairwise_iou(np.array([_box(det)]), np.array([o['box']], float))[
+                        and pairwise_iou(np.array([box_corners(det)]), np.array([o['box']], float))[
                             0, 0] >= 0.5]
                 if hits:
                     taken.add(hits[0])

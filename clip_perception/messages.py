@@ -32,6 +32,12 @@ def detection_array(header, detections: list[Detection],
     return out
 
 
+def box_corners(detection) -> tuple[float, float, float, float]:
+    """A Detection2D's bbox (center/size) as x0, y0, x1, y1 pixels."""
+    c, w, h = detection.bbox.center.position, detection.bbox.size_x, detection.bbox.size_y
+    return c.x - w / 2, c.y - h / 2, c.x + w / 2, c.y + h / 2
+
+
 def classification(header, scores: list[tuple[str, float]]) -> Classification:
     """All labels with their image-level scores, best first."""
     return Classification(header=header, results=[
@@ -49,9 +55,7 @@ def debug_image(header, pixels: np.ndarray, bgr: bool, detections: Detection2DAr
     canvas = np.ascontiguousarray(pixels[:, :, ::-1] if bgr else pixels)
     thickness = max(1, round(min(canvas.shape[:2]) / 240))
     for det in detections.detections:
-        cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
-        x0, y0 = int(cx - det.bbox.size_x / 2), int(cy - det.bbox.size_y / 2)
-        x1, y1 = int(cx + det.bbox.size_x / 2), int(cy + det.bbox.size_y / 2)
+        x0, y0, x1, y1 = (int(v) for v in box_corners(det))
         colour = _label_colour(det.results[0].hypothesis.class_id)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thickness)
         text = f'{det.results[0].hypothesis.class_id} {det.results[0].hypothesis.score:.2f}'

@@ -49,7 +49,3 @@ def start_colour_node(ros, encoder=None, **overrides):
     ros.add_node(node)
     return node
 
-
-def box_xyxy(detection):
-    c, w, h = detection.bbox.center.position, detection.bbox.size_x, detection.bbox.size_y
-    return (c.x - w / 2, c.y - h / 2, c.x + w / 2, c.y + h / 2)

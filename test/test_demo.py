@@ -18,10 +18,10 @@ from vision_msgs.msg import Detection2DArray
 
 from clip_perception.boxes import pairwise_iou
 from clip_perception.demo import DEFAULT_BAG, truth_path
+from clip_perception.messages import box_corners
 from clip_perception.node import ClipPerceptionNode
 from clip_perception.parameters import read_parameters_file
 from clip_perception.rosbag_io import read_messages
-from node_helpers import box_xyxy
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUND_AT_LEAST = 0.7
@@ -57,7 +57,7 @@ def test_demo_model_finds_the_planted_tools_in_the_bundled_bag(ros):
         for obj in frame['objects']:
             planted += 1
             hits = [d for d in out.detections if d.results[0].hypothesis.class_id == obj['label']
-                    and pairwise_iou(np.array([box_xyxy(d)]), np.array([obj['box']], float))[
+                    and pairwise_iou(np.array([box_corners(d)]), np.array([obj['box']], float))[
                         0, 0] >= 0.5]
             found += bool(hits)
     assert planted >= 10

@@ -15,7 +15,8 @@ from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 from clip_perception import messages
 from clip_perception.boxes import pairwise_iou
 from colour_encoder import ColourEncoder
-from node_helpers import (RELIABLE, box_xyxy, colour_scene, image_message, start_colour_node)
+from clip_perception.messages import box_corners
+from node_helpers import RELIABLE, colour_scene, image_message, start_colour_node
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -70,7 +71,7 @@ def test_detections_classification_and_label_info(ros, probe):
     assert found.results[0].hypothesis.class_id == 'red'
     assert 0.6 <= found.results[0].hypothesis.score <= 1.0
     assert found.bbox.center.theta == 0.0
-    assert pairwise_iou(np.array([box_xyxy(found)]), np.array([SQUARE], float))[0, 0] >= 0.5
+    assert pairwise_iou(np.array([box_corners(found)]), np.array([SQUARE], float))[0, 0] >= 0.5
     classes = probe.classifications[0]
     assert classes.header == msg.header
     assert [r.class_id for r in classes.results][0] == 'red'
@@ -148,7 +149,7 @@ def test_a_very_large_image_is_downscaled_and_boxes_stay_in_input_pixels(ros, pr
     probe.wait_for(probe.detections, 1, timeout=60)
     found = probe.detections[0].detections
     assert [d.results[0].hypothesis.class_id for d in found] == ['green']
-    assert pairwise_iou(np.array([box_xyxy(found[0])]), np.array([square], float))[0, 0] >= 0.5
+    assert pairwise_iou(np.array([box_corners(found[0])]), np.array([square], float))[0, 0] >= 0.5
     assert 'downscaled' in capfd.readouterr().err
 
 

@@ -9,6 +9,7 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import Classification, Detection2DArray
 
 from clip_perception.boxes import pairwise_iou
+from clip_perception.messages import box_corners
 from clip_perception.rosbag_io import (BagFrame, BagRecorder, read_messages, typestore,
                                        write_image_bag)
 from node_helpers import colour_scene, start_colour_node
@@ -66,9 +67,7 @@ def test_replayed_bag_gives_the_expected_recorded_detections(ros, input_bag, tmp
             assert det.header.frame_id == out.header.frame_id
             assert len(det.results) == 1 and 0.6 <= det.results[0].hypothesis.score <= 1.0
             assert det.bbox.center.theta == 0.0 and det.id == ''
-            c = det.bbox.center.position
-            box = (c.x - det.bbox.size_x / 2, c.y - det.bbox.size_y / 2,
-                   c.x + det.bbox.size_x / 2, c.y + det.bbox.size_y / 2)
+            box = box_corners(det)
             truth = [sq[1:] for sq in squares if sq[0] == det.results[0].hypothesis.class_id]
             assert pairwise_iou(np.array([box]), np.array(truth, float)).max() >= 0.5
 
