@@ -7,6 +7,12 @@ the window around it, and shifted windows nearly as high. Plain IoU-NMS misses
 such pairs when their sizes differ, so candidates of one label are grouped
 when they overlap by IoU >= nms_iou or share at least CONTAINMENT of the
 smaller window's area; each group is one object.
+
+An object's score pools the evidence around its box: the label's mean
+probability over every window (candidate or not) that frames the box as well as
+AP@0.5 asks (IoU >= SUPPORT_IOU). A tool is seen by its shifted and rescaled
+windows alike; a part of one tool that a single window happens to name as
+another tool is not, so it scores low.
 """
 from dataclasses import dataclass
 
@@ -18,13 +24,15 @@ REFINEMENTS = ('none', 'merge', 'intersect')
 INTERSECT_QUANTILE = 0.8
 # Two same-label windows sharing this fraction of the smaller one show one object.
 CONTAINMENT = 0.5
+# Windows framing a box at least this well (IoU) make up its score.
+SUPPORT_IOU = 0.5
 
 
 @dataclass(frozen=True)
 class Detection:
     """One located object. `box` is (x0, y0, x1, y1) in pixels of the input image;
     `score` is the label's softmax probability against all labels and background
-    prompts in the group's best window."""
+    prompts, averaged over the windows framing the box (see the module doc)."""
 
     label: str
     score: float
@@ -94,10 +102,11 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, labels: tuple[str
     probability rounds to 1; ties go to the larger window). refinement 'none' reports that window;
     'merge' the probability-weighted mean of it and the group's windows that overlap
     it by IoU >= nms_iou without lying inside it, which corrects for the grid's
-    spacing. 'intersect' the (robust) intersection of the group's windows: right
-    for a model that names a tool only when the whole tool is in the window (the
-    bundled demo model is trained so), since the tool then lies inside them all.
-    Per-label NMS runs last.
+    spacing. 'intersect' the (robust) intersection of the
+    group's windows: right for a model that names an object only when all of it is
+    in the window, since the object then lies inside them all.
+    Each object is scored by its support (see the module doc); per-label NMS,
+    best score first, runs last.
     """
     num_labels = len(labels)
     # softmax over labels and background prompts, kept in log form for the ranking
@@ -138,10 +147,24 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, labels: tuple[str
     elif refinement == 'intersect':
         out_boxes = np.stack([_robust_intersection(boxes[group == group[leader]], out_boxes[i])
                               for i, leader in enumerate(leaders)])
-    keep = per_label_nms(out_boxes, ranks[leaders], label_ids[leaders], nms_iou)
-    keep = keep[np.argsort(-scores[leaders][keep], kind='stable')][:max_detections]
-    return [Detection(labels[label_ids[leaders[k]]], float(scores[leaders[k]]),
+    support = _support(out_boxes, candidate[leaders], windows, probabilities, label_ids[leaders])
+    # Equal support (a lone window, say) falls back to the leaders' ranking.
+    order = np.lexsort((-ranks[leaders], -support))
+    keep = per_label_nms(out_boxes[order], -np.arange(len(order), dtype=np.float64),
+                         label_ids[leaders][order], nms_iou)
+    keep = order[np.sort(keep)][:max_detections]
+    return [Detection(labels[label_ids[leaders[k]]], float(support[k]),
                       tuple(map(float, out_boxes[k]))) for k in keep]
+
+
+def _support(boxes: np.ndarray, leader_windows: np.ndarray, windows: np.ndarray,
+             probabilities: np.ndarray, label_ids: np.ndarray) -> np.ndarray:
+    """[M] mean probability of each box's label over the windows framing it (IoU >=
+    SUPPORT_IOU); the box's own best window always counts."""
+    framing = pairwise_iou(boxes, windows.astype(np.float64)) >= SUPPORT_IOU
+    framing[np.arange(len(boxes)), leader_windows] = True
+    label_probabilities = probabilities[:, label_ids].T  # [M, N]
+    return (framing * label_probabilities).sum(axis=1) / framing.sum(axis=1)
 
 
 def _robust_intersection(members: np.ndarray, fallback: np.ndarray) -> np.ndarray:

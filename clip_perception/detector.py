@@ -98,13 +98,28 @@ class ZeroShotDetector:
                      bgr: bool | Sequence[bool] = False) -> list[FrameResult]:
         """Several frames, possibly of different sizes, in one batched encoder pass.
         `bgr`: one flag for all frames or one per frame."""
-        s, image = self.settings, self.encoder.settings
+        s = self.settings
+        labels = self.class_embeddings().labels
+        results = []
+        for whole_image, grid, logits in self.score_windows(frames, bgr):
+            order = np.argsort(-whole_image, kind='stable')
+            detections = select_detections(grid, logits, labels, s.score_threshold, s.nms_iou,
+                                           s.max_detections, s.box_refinement)
+            results.append(FrameResult([(labels[i], float(whole_image[i])) for i in order],
+                                       detections, len(grid)))
+        return results
+
+    def score_windows(self, frames: Sequence[np.ndarray], bgr: bool | Sequence[bool] = False
+                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per frame: (whole-image label scores [L], windows [N, 4], window logits [N, K]
+        over the labels then the background prompts), from one batched encoder pass."""
+        image = self.encoder.settings
         classes = self.class_embeddings()
         flags = [bgr] * len(frames) if isinstance(bgr, bool) else list(bgr)
         inputs, grids = [], []
         for frame, is_bgr in zip(frames, flags, strict=True):
             tensor = frame_to_device(frame, self.encoder.device, bgr=is_bgr)
-            grid = window_grid(frame.shape[0], frame.shape[1], s.windows)
+            grid = window_grid(frame.shape[0], frame.shape[1], self.settings.windows)
             inputs.append(classification_input(tensor, image.resize, image.crop,
                                                self._normalize))
             inputs.append(crop_batch(tensor, grid, image.crop, self._normalize))
@@ -113,18 +128,11 @@ class ZeroShotDetector:
         logits = class_logits(embeddings, classes.matrix, self.encoder.logit_scale)
         whole_image = label_scores(logits, classes.num_labels).cpu().numpy()
         logits = logits.cpu().numpy()
-        results, start = [], 0
+        out, start = [], 0
         for grid in grids:
-            scores = whole_image[start]
-            order = np.argsort(-scores, kind='stable')
-            window_rows = slice(start + 1, start + 1 + len(grid))
-            detections = select_detections(
-                grid, logits[window_rows], classes.labels, s.score_threshold, s.nms_iou,
-                s.max_detections, s.box_refinement)
-            results.append(FrameResult([(classes.labels[i], float(scores[i])) for i in order],
-                                       detections, len(grid)))
+            out.append((whole_image[start], grid, logits[start + 1:start + 1 + len(grid)]))
             start += 1 + len(grid)
-        return results
+        return out
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Encode in chunks of `max_batch`; on CUDA out-of-memory halve it and retry."""

@@ -49,7 +49,8 @@ PARAMETERS = (
     ParameterSpec('window_overlap', _WINDOWS.overlap, 'double',
                   'Overlap of neighbouring windows of one size', range=(0.0, 0.95)),
     ParameterSpec('score_threshold', _DETECTOR.score_threshold, 'double',
-                  'Minimum label probability of a window (against labels and background)',
+                  'Minimum label probability (against labels and background) of a window to '
+                  'propose an object',
                   range=(0.0, 1.0)),
     ParameterSpec('nms_iou', _DETECTOR.nms_iou, 'double',
                   'IoU above which same-label windows are one object', range=(0.0, 1.0)),

@@ -4,7 +4,9 @@
     python -m clip_perception.train --data DIR --out MODEL_DIR \
         --init openai/clip-vit-base-patch32 --lr 1e-5                    # fine-tune
 
---data is a folder in the `datasets.py` format (captions.jsonl + images). From
+--data is one or more folders in the `datasets.py` format (captions.jsonl +
+images), e.g. fresh crops plus the mistakes of an earlier model
+(`make_dataset hard`) to fine-tune it with --init. From
 scratch, a small CLIP (`--size demo`) and a BPE tokenizer for the captions are
 built here; with --init an existing model (hub id or directory) is fine-tuned.
 The result is saved with save_pretrained (safetensors) plus tokenizer and
@@ -113,7 +115,8 @@ def encode_text(model, tokenizer, texts, device):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--data', type=Path, required=True, help='training pairs folder')
+    parser.add_argument('--data', type=Path, nargs='+', required=True,
+                        help='training pairs folder(s), sampled as one set')
     parser.add_argument('--eval-data', type=Path, help='held-out pairs for the probe accuracy')
     parser.add_argument('--out', type=Path, required=True, help='model directory to write')
     parser.add_argument('--init', help='model to fine-tune (hub id or directory)')
@@ -134,7 +137,7 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     device = torch.device(args.device)
-    items = read_captions(args.data)
+    items = [item for folder in args.data for item in read_captions(folder)]
     if args.init:
         encoder = load_clip(args.init, device=args.device, precision='fp32')
         model, tokenizer = encoder.model, encoder.tokenizer
@@ -213,7 +216,8 @@ def main(argv=None) -> None:
 
     model.eval()
     save_model_directory(args.out, model, tokenizer, image_size)
-    summary = {'command_args': {k: str(v) for k, v in vars(args).items()},
+    summary = {'command_args': {k: ' '.join(map(str, v)) if isinstance(v, list) else str(v)
+                                for k, v in vars(args).items()},
                'pairs': len(items), 'minutes': round((time.monotonic() - started) / 60, 1),
                'final': history[-1], 'loss': [h['loss'] for h in history],
                'probe': [h for h in history if 'probe_accuracy' in h]}

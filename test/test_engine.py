@@ -243,11 +243,26 @@ def test_select_detections_nms_keeps_the_best_placed_window_per_label():
     logits = np.array([[5.0, 0, 0], [6.0, 0, 0], [0, 4.0, 0], [0, 0, 9.0]])
     found = select_detections(windows, logits, ('a', 'b'), 0.5, 0.3, 10,
                               refinement='none')
-    assert [(d.label, d.box) for d in found] == [('a', (1.0, 1.0, 11.0, 11.0)),
-                                                 ('b', (50.0, 50.0, 60.0, 60.0))]
-    merged = select_detections(windows, logits, ('a', 'b'), 0.5, 0.3, 10)
-    assert 0.0 < merged[0].box[0] < 1.0  # weighted between the two 'a' windows
+    assert sorted((d.label, d.box) for d in found) == [('a', (1.0, 1.0, 11.0, 11.0)),
+                                                       ('b', (50.0, 50.0, 60.0, 60.0))]
+    merged = {d.label: d for d in select_detections(windows, logits, ('a', 'b'), 0.5, 0.3, 10)}
+    assert 0.0 < merged['a'].box[0] < 1.0  # weighted between the two 'a' windows
     assert Detection('a', 1.0, (0, 0, 4, 2)).center_size == (2.0, 1.0, 4.0, 2.0)
+
+
+def test_select_detections_scores_an_object_by_the_windows_framing_it():
+    # Two 'a' proposals, equally sure in their best window: the first is framed by
+    # shifted windows that agree, the second by windows that call it background.
+    windows = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 1, 10, 11],
+                        [50, 50, 60, 60], [51, 50, 61, 60], [50, 51, 60, 61],
+                        [90, 90, 95, 95]])
+    logits = np.array([[8.0, 0], [6.0, 0], [6.0, 0], [8.0, 0], [0, 6.0], [0, 6.0],
+                       [0, 6.0]])  # columns: label a, background
+    found = select_detections(windows, logits, ('a',), 0.9, 0.9, 10, refinement='none')
+    assert [d.box for d in found] == [(0.0, 0.0, 10.0, 10.0), (50.0, 50.0, 60.0, 60.0)]
+    agreed = (1 / (1 + np.exp(-8.0)) + 2 / (1 + np.exp(-6.0))) / 3
+    disputed = (1 / (1 + np.exp(-8.0)) + 2 / (1 + np.exp(6.0))) / 3
+    assert [d.score for d in found] == pytest.approx([agreed, disputed])
     assert len(select_detections(windows, logits, ('a', 'b'), 0.5, 0.3, 1)) == 1
 
 
