@@ -99,13 +99,13 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, labels: tuple[str
     windows [N, 4] xyxy; logits [N, K] over labels then background prompts (the
     probabilities are their softmax). A group's best window has the highest label
     log-probability (computed from the logits, so it still orders windows whose
-    probability rounds to 1; ties go to the larger window). refinement 'none' reports that window;
-    'merge' the probability-weighted mean of it and the group's windows that overlap
-    it by IoU >= nms_iou without lying inside it, which corrects for the grid's
-    spacing. 'intersect' the (robust) intersection of the
-    group's windows: right for a model that names an object only when all of it is
-    in the window, since the object then lies inside them all.
-    Each object is scored by its support (see the module doc); per-label NMS,
+    probability rounds to 1; ties go to the larger window).
+    refinement 'none' reports that window; 'merge' the probability-weighted mean
+    of it and the group's windows that overlap it by IoU >= nms_iou without lying
+    inside it, which corrects for the grid's spacing; 'intersect' the (robust)
+    intersection of the group's windows: right for a model that names an object
+    only when all of it is in the window, since the object then lies inside them
+    all. Each object is scored by its support (see the module doc); per-label NMS,
     best score first, runs last.
     """
     num_labels = len(labels)

@@ -48,6 +48,23 @@ def make_bag(bag: Path, frames: int, blank: int, seed: int) -> None:
     print(f'wrote {bag} ({frames} frames, {blank} empty) and {truth_path(bag).name}')
 
 
+def planted_matches(detections, planted) -> set[int]:
+    """Indices of the `planted` tools ({'label', 'box'}) that the Detection2D list finds:
+    right label and IoU >= 0.5, each detection matching at most one tool."""
+    from clip_perception.boxes import pairwise_iou
+    from clip_perception.messages import box_corners
+    boxes = np.array([o['box'] for o in planted], float).reshape(-1, 4)
+    taken = set()
+    for det in detections:
+        label = det.results[0].hypothesis.class_id
+        ious = pairwise_iou(np.array([box_corners(det)]), boxes)[0]
+        hits = [i for i, o in enumerate(planted)
+                if o['label'] == label and i not in taken and ious[i] >= 0.5]
+        if hits:
+            taken.add(hits[0])
+    return taken
+
+
 def _ros_environment() -> dict:
     env = os.environ.copy()
     env.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
@@ -74,7 +91,6 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
     from sensor_msgs.msg import Image
     from vision_msgs.msg import Detection2DArray
 
-    from clip_perception.boxes import pairwise_iou
     from clip_perception.datasets import write_rgb
     from clip_perception.messages import box_corners
     from clip_perception.rosbag_io import read_messages
@@ -129,16 +145,8 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
             image = debug_images[stamp]
             write_rgb(out / f'frame_{frames:02d}.png', np.frombuffer(
                 image.data, np.uint8).reshape(image.height, image.width, 3))
-            taken = set()
-            for det in result.detections:
-                label = det.results[0].hypothesis.class_id
-                hits = [i for i, o in enumerate(planted) if o['label'] == label and i not in taken
-                        and pairwise_iou(np.array([box_corners(det)]), np.array([o['box']], float))[
-                            0, 0] >= 0.5]
-                if hits:
-                    taken.add(hits[0])
-                else:
-                    false_positives += 1
+            taken = planted_matches(result.detections, planted)
+            false_positives += len(result.detections) - len(taken)
             found += len(taken)
             missed += len(planted) - len(taken)
             if not planted:

@@ -33,7 +33,7 @@ def crop_accuracy(detector: ZeroShotDetector, items, templates, batch: int = 256
     encoder, settings = detector.encoder, detector.settings
     classes = LabelEmbeddingCache(encoder.encode_texts).get(
         settings.labels, templates, settings.background_prompts)
-    names = list(classes.labels) + [''] * len(classes.background_prompts)
+    names = classes.column_labels
     normalize = Normalizer(encoder.settings.mean, encoder.settings.std, encoder.device)
     crop = encoder.settings.crop
     results = []

@@ -45,11 +45,12 @@ BACKGROUND_CAPTIONS = (EMPTY_CAPTION, PART_CAPTION, SEVERAL_CAPTION, LOOSE_CAPTI
 
 # Window labels follow R-CNN: a window names a tool when it fits the tool's box
 # (IoU >= POSITIVE_IOU) and holds most of it (POSITIVE_INSIDE: a hammer without
-# its head is not shown as a hammer), so among all windows that contain a tool the classifier
-# prefers the well-fitting ones and the best window is a good box. Windows with
-# IoU < NEGATIVE_IOU are background: the tool lies loosely inside (most of it in
-# the window), only part of it is in, or it is absent. Windows in between, and
-# windows with a tool that is neither mostly in nor mostly out, are not used.
+# its head is not shown as a hammer), so among all windows that contain a tool
+# the classifier prefers the well-fitting ones and the best window is a good box.
+# Windows with IoU < NEGATIVE_IOU are background: the tool lies loosely inside
+# (most of it in the window), only part of it is in, or it is absent. Windows in
+# between, and windows with a tool that is neither mostly in nor mostly out, are
+# not used.
 POSITIVE_IOU, NEGATIVE_IOU = 0.5, 0.3
 POSITIVE_INSIDE = 0.7
 MOSTLY_IN, MOSTLY_OUT, NEGLIGIBLE = 0.9, 0.5, 0.1
@@ -120,8 +121,8 @@ def make_crops(out: Path, count: int, seed: int, crop: int = 64,
             tools = [c for c in labelled if c[2]]
             background = [c for c in labelled if not c[2]]
             tools = [tools[i] for i in rng.permutation(len(tools))[:per_scene]]
-            chosen = tools + _stratified(background, max(2, round(background_per_tool * len(tools))),
-                                          rng)
+            wanted = max(2, round(background_per_tool * len(tools)))
+            chosen = tools + _stratified(background, wanted, rng)
             _write_windows(out, scene.image, grid, chosen[:count - len(items)], crop, rng, items)
             progress.update(len(items) - progress.n)
     write_captions(out, items)
@@ -137,8 +138,7 @@ def make_hard_crops(out: Path, detector, count: int, seed: int,
     `per_scene` per scene, so the mistakes come from many scenes."""
     rng = np.random.default_rng(seed)
     height, width = DEMO_FRAME
-    names = detector.class_embeddings()
-    names = list(names.labels) + [''] * len(names.background_prompts)
+    names = detector.class_embeddings().column_labels
     crop = detector.encoder.settings.crop
     items, scenes = [], 0
     with tqdm(total=count, desc='hard crops', unit='crop') as progress:

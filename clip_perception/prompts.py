@@ -69,6 +69,11 @@ class ClassEmbeddings:
     def num_labels(self) -> int:
         return len(self.labels)
 
+    @property
+    def column_labels(self) -> list[str]:
+        """What each matrix row names: its label, or '' for a background prompt."""
+        return list(self.labels) + [''] * len(self.background_prompts)
+
 
 def ensemble(template_embeddings: torch.Tensor) -> torch.Tensor:
     """[K, T, D] normalized embeddings -> [K, D]: mean over templates, renormalized."""

@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from clip_perception.datasets import read_captions, read_rgb
+from clip_perception.encoder import projected
 from clip_perception.model_building import (TEST_SIZE, ClipSize, build_clip, build_tokenizer,
                                             default_corpus, save_model_directory)
 from clip_perception.model_loading import CLIP_MEAN, CLIP_STD, load_clip
-from clip_perception.encoder import projected
 from clip_perception.preprocess import Normalizer
 from clip_perception.prompts import LabelEmbeddingCache
 
@@ -84,14 +84,14 @@ class ProbeSet:
         model.eval()
         with torch.inference_mode():
             # the class embeddings exactly as the detector builds them
-            matrix = LabelEmbeddingCache(
+            classes = LabelEmbeddingCache(
                 lambda texts: encode_text(model, tokenizer, texts, device)).get(
-                    self.classes, self.templates, self.background).matrix
+                    self.classes, self.templates, self.background)
             predictions = []
             for chunk in self.images.split(batch):
                 image = encode_image(model, normalize(chunk.to(device).float()))
-                predictions.append((image @ matrix.T).argmax(dim=1).cpu())
-        names = self.classes + [''] * len(self.background)
+                predictions.append((image @ classes.matrix.T).argmax(dim=1).cpu())
+        names = classes.column_labels
         predicted = [names[i] for i in torch.cat(predictions).tolist()]
         model.train()
         return float(np.mean([p == t for p, t in zip(predicted, self.labels)]))

@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 import torch
 
+from clip_perception.datasets import read_captions, read_rgb
 from clip_perception.detector import DetectorSettings, ZeroShotDetector
 from clip_perception.make_dataset import make_crops, make_hard_crops, window_captions
-from clip_perception.windows import window_grid
-from clip_perception.datasets import read_captions, read_rgb
 from clip_perception.model_loading import load_clip
+from clip_perception.prompts import ClassEmbeddings
 from clip_perception.synthetic import PlacedObject, make_scene
 from clip_perception.train import main as train_main, symmetric_info_nce
+from clip_perception.windows import window_grid
 
 
 def test_info_nce_is_clip_loss_when_all_pairs_differ_and_shares_duplicates():
@@ -83,8 +84,8 @@ class _AlwaysHammer:
         self.encoder = type('Encoder', (), {'settings': type('S', (), {'crop': 24})})()
 
     def class_embeddings(self):
-        return type('Classes', (), {'labels': self.settings.labels,
-                                    'background_prompts': self.settings.background_prompts})
+        return ClassEmbeddings(self.settings.labels, self.settings.background_prompts,
+                               torch.zeros(4, 1))
 
     def score_windows(self, frames):
         (frame,) = frames
