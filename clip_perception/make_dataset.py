@@ -25,6 +25,7 @@ from tqdm import tqdm
 from clip_perception.crops import crop_pixels
 from clip_perception.datasets import (AnnotatedScene, CaptionedImage, write_captions, write_rgb,
                                       write_scenes)
+from clip_perception.model_building import DEMO_SIZE
 from clip_perception.preprocess import frame_to_device
 from clip_perception.synthetic import TOOLS, make_scene
 from clip_perception.windows import WindowSpec, window_grid
@@ -103,7 +104,7 @@ def _stratified(windows, count: int, rng) -> list:
     return chosen
 
 
-def make_crops(out: Path, count: int, seed: int, crop: int = 64,
+def make_crops(out: Path, count: int, seed: int, crop: int = DEMO_SIZE.image_size,
                windows: WindowSpec = DEMO_WINDOWS, per_scene: int = 8,
                background_per_tool: float = 1.5) -> list[CaptionedImage]:
     """`count` captioned crops: per scene at most `per_scene` tool windows and
@@ -196,7 +197,8 @@ def main(argv=None) -> None:
     parser.add_argument('--count', type=int, required=True)
     parser.add_argument('--blank', type=int, default=0, help='scenes: empty benches to add')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--crop', type=int, default=64, help='crops: side in pixels')
+    parser.add_argument('--crop', type=int, default=DEMO_SIZE.image_size,
+                        help="crops: side in pixels (the model's input size)")
     parser.add_argument('--model', help='hard: the model whose mistakes are mined')
     parser.add_argument('--params', type=Path,
                         help='hard: ROS parameter file with its labels, prompts and windows')

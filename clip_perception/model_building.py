@@ -27,10 +27,17 @@ class ClipSize:
     text_heads: int
     projection_dim: int
     max_text_tokens: int = 77
+    # CLIP's own activation; 'gelu' is one fused op on a CPU (about 10% faster to train).
+    activation: str = 'quick_gelu'
 
 
 # A CLIP small enough for unit tests (about 0.2 M parameters).
 TEST_SIZE = ClipSize(32, 16, 32, 1, 2, 32, 1, 2, 16, max_text_tokens=32)
+# The bundled demo model (models/workbench_demo): 48 px input, 8 px patches,
+# about 1.3 M parameters.
+DEMO_SIZE = ClipSize(image_size=48, patch_size=8, vision_width=128, vision_layers=4,
+                     vision_heads=4, text_width=128, text_layers=2, text_heads=4,
+                     projection_dim=128, max_text_tokens=32, activation='gelu')
 # The image and text towers of openai/clip-vit-base-patch32.
 VIT_B_32 = ClipSize(224, 32, 768, 12, 12, 512, 12, 8, 512)
 
@@ -66,11 +73,11 @@ def build_clip(tokenizer, size: ClipSize, seed: int = 0):
         intermediate_size=4 * size.text_width, num_hidden_layers=size.text_layers,
         num_attention_heads=size.text_heads, max_position_embeddings=size.max_text_tokens,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)
+        pad_token_id=tokenizer.pad_token_id, hidden_act=size.activation)
     vision_config = dict(
         image_size=size.image_size, patch_size=size.patch_size, hidden_size=size.vision_width,
         intermediate_size=4 * size.vision_width, num_hidden_layers=size.vision_layers,
-        num_attention_heads=size.vision_heads)
+        num_attention_heads=size.vision_heads, hidden_act=size.activation)
     config = CLIPConfig(text_config=text_config, vision_config=vision_config,
                         projection_dim=size.projection_dim)
     torch.manual_seed(seed)

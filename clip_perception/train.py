@@ -31,16 +31,12 @@ from tqdm import tqdm
 
 from clip_perception.datasets import read_captions, read_rgb
 from clip_perception.encoder import projected
-from clip_perception.model_building import (TEST_SIZE, ClipSize, build_clip, build_tokenizer,
+from clip_perception.model_building import (DEMO_SIZE, TEST_SIZE, build_clip, build_tokenizer,
                                             default_corpus, save_model_directory)
 from clip_perception.model_loading import CLIP_MEAN, CLIP_STD, load_clip
 from clip_perception.preprocess import Normalizer
 from clip_perception.prompts import LabelEmbeddingCache
 
-# The bundled demo model: 64 px input, 8 px patches, about 1.3 M parameters.
-DEMO_SIZE = ClipSize(image_size=64, patch_size=8, vision_width=128, vision_layers=4,
-                     vision_heads=4, text_width=128, text_layers=2, text_heads=4,
-                     projection_dim=128, max_text_tokens=32)
 SIZES = {'demo': DEMO_SIZE, 'test': TEST_SIZE}
 MAX_LOGIT_SCALE = math.log(100.0)
 
