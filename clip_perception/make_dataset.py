@@ -16,6 +16,10 @@ in a large window); ambiguous windows are left out.
 scenes (hard-example mining), to fine-tune that model on its own mistakes.
 """
 import argparse
+import collections
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -60,31 +64,34 @@ MOSTLY_IN, MOSTLY_OUT, NEGLIGIBLE = 0.9, 0.5, 0.1
 def window_captions(windows: np.ndarray, objects) -> list[tuple[int, str | None, str] | None]:
     """Per window: (index, caption, label) — caption None for a tool (templates are
     chosen later), label '' for background — or None for an ambiguous window."""
-    out = []
+    boxes = np.array([obj.box for obj in objects], np.int64).reshape(-1, 4)
+    widths = np.clip(np.minimum(windows[:, None, 2], boxes[None, :, 2]) -
+                     np.maximum(windows[:, None, 0], boxes[None, :, 0]), 0, None)
+    heights = np.clip(np.minimum(windows[:, None, 3], boxes[None, :, 3]) -
+                      np.maximum(windows[:, None, 1], boxes[None, :, 1]), 0, None)
+    inter = widths * heights  # [windows, objects]
+    box_areas = np.maximum(1, (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     areas = (windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1])
-    for index, window in enumerate(windows):
-        present = []  # (object, fraction of it inside, IoU with the window)
-        for obj in objects:
-            x0, y0, x1, y1 = obj.box
-            inter = (max(0, min(x1, window[2]) - max(x0, window[0])) *
-                     max(0, min(y1, window[3]) - max(y0, window[1])))
-            box_area = max(1, (x1 - x0) * (y1 - y0))
-            if inter / box_area > NEGLIGIBLE:
-                present.append((obj, inter / box_area,
-                                inter / (box_area + areas[index] - inter)))
-        if not present:
+    inside = inter / box_areas[None, :]  # fraction of each object in each window
+    iou = inter / (box_areas[None, :] + areas[:, None] - inter)
+    present = inside > NEGLIGIBLE
+    out = []
+    for index in range(len(windows)):
+        shown = np.flatnonzero(present[index])
+        if not len(shown):
             out.append((index, EMPTY_CAPTION, ''))
-        elif sum(inside > MOSTLY_OUT for _, inside, _ in present) >= 2:
+        elif (inside[index, shown] > MOSTLY_OUT).sum() >= 2:
             out.append((index, SEVERAL_CAPTION, ''))
-        elif len(present) > 1:
+        elif len(shown) > 1:
             out.append(None)
         else:
-            obj, inside, iou = present[0]
-            if iou >= POSITIVE_IOU and inside >= POSITIVE_INSIDE:
-                out.append((index, None, obj.label))
-            elif iou < NEGATIVE_IOU and inside >= MOSTLY_IN:
+            (obj,) = shown
+            fraction, overlap = inside[index, obj], iou[index, obj]
+            if overlap >= POSITIVE_IOU and fraction >= POSITIVE_INSIDE:
+                out.append((index, None, objects[obj].label))
+            elif overlap < NEGATIVE_IOU and fraction >= MOSTLY_IN:
                 out.append((index, LOOSE_CAPTION, ''))
-            elif iou < NEGATIVE_IOU and inside <= MOSTLY_OUT:
+            elif overlap < NEGATIVE_IOU and fraction <= MOSTLY_OUT:
                 out.append((index, PART_CAPTION, ''))
             else:
                 out.append(None)
@@ -106,16 +113,19 @@ def _stratified(windows, count: int, rng) -> list:
 
 def make_crops(out: Path, count: int, seed: int, crop: int = DEMO_SIZE.image_size,
                windows: WindowSpec = DEMO_WINDOWS, per_scene: int = 8,
-               background_per_tool: float = 1.5) -> list[CaptionedImage]:
+               background_per_tool: float = 1.5, jobs: int = 1) -> list[CaptionedImage]:
     """`count` captioned crops: per scene at most `per_scene` tool windows and
     `background_per_tool` times as many background windows (at least 2, spread over
     the background kinds), so scenes are many; at inference most windows are
-    background, hence more background than tools."""
+    background, hence more background than tools. `jobs` processes cut and write
+    the crops (the result does not depend on it)."""
     rng = np.random.default_rng(seed)
     height, width = DEMO_FRAME
     grid = window_grid(height, width, windows)
     items = []
-    with tqdm(total=count, desc='crops', unit='crop') as progress:
+    (out / 'images').mkdir(parents=True, exist_ok=True)
+    with tqdm(total=count, desc='crops', unit='crop') as progress, \
+            _CropWriter(crop, jobs) as writer:
         while len(items) < count:
             scene = make_scene(rng, height, width, count=int(rng.integers(0, 4)))
             labelled = [c for c in window_captions(grid, scene.objects) if c]
@@ -124,7 +134,8 @@ def make_crops(out: Path, count: int, seed: int, crop: int = DEMO_SIZE.image_siz
             tools = [tools[i] for i in rng.permutation(len(tools))[:per_scene]]
             wanted = max(2, round(background_per_tool * len(tools)))
             chosen = tools + _stratified(background, wanted, rng)
-            _write_windows(out, scene.image, grid, chosen[:count - len(items)], crop, rng, items)
+            _write_windows(out, writer, scene.image, grid, chosen[:count - len(items)], rng,
+                           items)
             progress.update(len(items) - progress.n)
     write_captions(out, items)
     return items
@@ -142,7 +153,9 @@ def make_hard_crops(out: Path, detector, count: int, seed: int,
     names = detector.class_embeddings().column_labels
     crop = detector.encoder.settings.crop
     items, scenes = [], 0
-    with tqdm(total=count, desc='hard crops', unit='crop') as progress:
+    (out / 'images').mkdir(parents=True, exist_ok=True)
+    with tqdm(total=count, desc='hard crops', unit='crop') as progress, \
+            _CropWriter(crop) as writer:
         while len(items) < count:
             scene = make_scene(rng, height, width, count=int(rng.integers(0, 4)))
             scenes += 1
@@ -151,28 +164,68 @@ def make_hard_crops(out: Path, detector, count: int, seed: int,
             wrong = [c for c in window_captions(grid, scene.objects)
                      if c and names[predicted[c[0]]] != c[2]]
             chosen = [wrong[i] for i in rng.permutation(len(wrong))[:per_scene]]
-            _write_windows(out, scene.image, grid, chosen[:count - len(items)], crop, rng, items)
+            _write_windows(out, writer, scene.image, grid, chosen[:count - len(items)], rng,
+                           items)
             progress.update(len(items) - progress.n)
             progress.set_postfix(scenes=scenes)
     write_captions(out, items)
     return items
 
 
-def _write_windows(out: Path, image: np.ndarray, grid: np.ndarray, chosen, crop: int, rng,
-                   items: list[CaptionedImage]) -> None:
-    """Cut the `chosen` (index, caption, label) windows as the detector does and append
-    them to `items`; tool windows get a random TOOL_CAPTIONS template."""
+class _CropWriter:
+    """Cuts windows out of frames as the detector does and writes them as PNGs, in
+    `jobs` worker processes (spawned) or, with jobs=1, here. The caller draws every
+    random number, so the data set is the same for any number of jobs."""
+
+    def __init__(self, crop: int, jobs: int = 1):
+        self.crop = crop
+        self._pool = None
+        self._pending = collections.deque()
+        self._limit = 4 * jobs  # frames in flight: bounded memory
+        if jobs > 1:
+            self._pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn'),
+                                             initializer=torch.set_num_threads, initargs=(1,))
+
+    def write(self, image: np.ndarray, windows: np.ndarray, paths: list[Path]) -> None:
+        if self._pool is None:
+            _cut_and_write(image, windows, self.crop, paths)
+            return
+        self._pending.append(self._pool.submit(_cut_and_write, image, windows, self.crop, paths))
+        while len(self._pending) > self._limit:
+            self._pending.popleft().result()  # re-raises a worker's error here
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+
+
+def _cut_and_write(image: np.ndarray, windows: np.ndarray, crop: int, paths: list[Path]) -> None:
+    pixels = crop_pixels(frame_to_device(image, torch.device('cpu')), windows, crop)
+    pixels = pixels.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    for path, window in zip(paths, pixels, strict=True):
+        write_rgb(path, window)
+
+
+def _write_windows(out: Path, writer: _CropWriter, image: np.ndarray, grid: np.ndarray, chosen,
+                   rng, items: list[CaptionedImage]) -> None:
+    """Append the `chosen` (index, caption, label) windows to `items` and have `writer`
+    cut them; tool windows get a random TOOL_CAPTIONS template."""
     if not chosen:
         return
-    pixels = crop_pixels(frame_to_device(image, torch.device('cpu')),
-                         grid[[c[0] for c in chosen]], crop)
-    pixels = pixels.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-    for (_, caption, label), window in zip(chosen, pixels):
+    paths = []
+    for _, caption, label in chosen:
         if label:
             caption = TOOL_CAPTIONS[int(rng.integers(len(TOOL_CAPTIONS)))].replace('{}', label)
-        path = out / 'images' / f'{len(items):06d}.png'
-        write_rgb(path, window)
-        items.append(CaptionedImage(path, caption, label))
+        paths.append(out / 'images' / f'{len(items):06d}.png')
+        items.append(CaptionedImage(paths[-1], caption, label))
+    writer.write(image, grid[[c[0] for c in chosen]], paths)
 
 
 def make_scenes(out: Path, count: int, blank: int, seed: int) -> list[AnnotatedScene]:
@@ -199,13 +252,16 @@ def main(argv=None) -> None:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--crop', type=int, default=DEMO_SIZE.image_size,
                         help="crops: side in pixels (the model's input size)")
+    parser.add_argument('--jobs', type=int, default=len(os.sched_getaffinity(0)),
+                        help='crops: processes that cut and write crops (default: one per '
+                             'CPU); the data set does not depend on it')
     parser.add_argument('--model', help='hard: the model whose mistakes are mined')
     parser.add_argument('--params', type=Path,
                         help='hard: ROS parameter file with its labels, prompts and windows')
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.kind == 'crops':
-        make_crops(args.out, args.count, args.seed, args.crop)
+        make_crops(args.out, args.count, args.seed, args.crop, jobs=args.jobs)
     elif args.kind == 'scenes':
         make_scenes(args.out, args.count, args.blank, args.seed)
     else:

@@ -38,7 +38,7 @@ def _pick(rng, items):
 
 
 def _shade(colour, rng, spread=25):
-    return tuple(int(np.clip(c + rng.integers(-spread, spread + 1), 0, 255)) for c in colour)
+    return tuple(min(255, max(0, c + int(rng.integers(-spread, spread + 1)))) for c in colour)
 
 
 class _Pen:
@@ -206,10 +206,10 @@ def draw_tool(image, label, center, length, angle, rng, occupied=()) -> PlacedOb
     mask = np.zeros(image.shape[:2], np.uint8)
     canvas = image.copy()
     _DRAW[label](_Pen(canvas, mask, center, length, angle), rng)
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    x, y, w, h = cv2.boundingRect(mask)  # of the nonzero pixels
+    if w == 0:
         return None
-    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    box = (x, y, x + w, y + h)
     if any(_overlap(box, other) for other in occupied):
         return None
     # a soft shadow under the tool, then the tool itself

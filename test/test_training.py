@@ -7,7 +7,8 @@ import torch
 
 from clip_perception.datasets import read_captions, read_rgb
 from clip_perception.detector import DetectorSettings, ZeroShotDetector
-from clip_perception.make_dataset import make_crops, make_hard_crops, window_captions
+from clip_perception.make_dataset import (DEMO_WINDOWS, make_crops, make_hard_crops,
+                                          window_captions)
 from clip_perception.model_loading import load_clip
 from clip_perception.prompts import ClassEmbeddings
 from clip_perception.synthetic import PlacedObject, make_scene
@@ -75,6 +76,18 @@ def test_training_lowers_the_loss_and_the_checkpoint_loads_through_the_engine(tm
     assert len(result.classification) == 5
 
 
+@pytest.mark.timeout(120)
+def test_crops_written_by_worker_processes_are_the_same_data_set(tmp_path):
+    alone = make_crops(tmp_path / 'one', count=60, seed=4, crop=24)
+    shared = make_crops(tmp_path / 'two', count=60, seed=4, crop=24, jobs=2)
+    assert len(alone) == len(shared) == 60
+    assert len({item.caption for item in alone}) > 3
+    for a, b in zip(alone, shared, strict=True):
+        assert (a.caption, a.label) == (b.caption, b.label)
+        assert a.path.name == b.path.name
+        assert np.array_equal(read_rgb(a.path), read_rgb(b.path))
+
+
 class _AlwaysHammer:
     """A detector double that names every window 'hammer'."""
 
@@ -96,7 +109,6 @@ class _AlwaysHammer:
 
 
 def test_hard_crops_are_the_windows_the_detector_gets_wrong(tmp_path):
-    from clip_perception.make_dataset import DEMO_WINDOWS
     items = make_hard_crops(tmp_path / 'hard', _AlwaysHammer(DEMO_WINDOWS), count=40, seed=7)
     assert read_captions(tmp_path / 'hard') == items and len(items) == 40
     # every window is called a hammer, so the hammer windows are the only right ones
