@@ -2,13 +2,14 @@
 
     frame (uint8 H×W×3) -> device tensor -> window grid -> crop batch
       -> one batched image-encoder pass -> logits against cached label and
-      background embeddings -> thresholds, NMS, merging -> Detection list
+      background embeddings (and windows moved by the model's box regressor,
+      when it has one) -> thresholds, NMS, merging -> Detection list
 
 Several frames (several cameras) share one encoder pass.
 """
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ class DetectorSettings:
     max_detections: int = 20
     max_batch: int = 64
     box_refinement: str = 'merge'
+    box_regression: bool = True  # move windows by the model's box regressor, if it has one
 
     def __post_init__(self):
         for name in ('score_threshold', 'nms_iou'):
@@ -61,6 +63,18 @@ class FrameResult:
     classification: list[tuple[str, float]]
     detections: list[Detection]
     num_windows: int
+
+
+class ScoredWindows(NamedTuple):
+    """One frame's encoder pass. whole_image: label scores [L] of the whole image;
+    windows: [N, 4] xyxy grid; logits: [N, K] over the labels then the background
+    prompts; boxes: [N, 4] float xyxy, the windows moved by the box regressor (the
+    windows themselves without one, or with box_regression off)."""
+
+    whole_image: np.ndarray
+    windows: np.ndarray
+    logits: np.ndarray
+    boxes: np.ndarray
 
 
 class ZeroShotDetector:
@@ -101,18 +115,23 @@ class ZeroShotDetector:
         s = self.settings
         labels = self.class_embeddings().labels
         results = []
-        for whole_image, grid, logits in self.score_windows(frames, bgr):
-            order = np.argsort(-whole_image, kind='stable')
-            detections = select_detections(grid, logits, labels, s.score_threshold, s.nms_iou,
-                                           s.max_detections, s.box_refinement)
-            results.append(FrameResult([(labels[i], float(whole_image[i])) for i in order],
-                                       detections, len(grid)))
+        for scored in self.score_windows(frames, bgr):
+            order = np.argsort(-scored.whole_image, kind='stable')
+            detections = select_detections(scored.boxes, scored.logits, labels,
+                                           s.score_threshold, s.nms_iou, s.max_detections,
+                                           s.box_refinement)
+            results.append(FrameResult(
+                [(labels[i], float(scored.whole_image[i])) for i in order], detections,
+                len(scored.windows)))
         return results
 
+    @property
+    def regresses_boxes(self) -> bool:
+        return self.settings.box_regression and self.encoder.box_regressor is not None
+
     def score_windows(self, frames: Sequence[np.ndarray], bgr: bool | Sequence[bool] = False
-                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per frame: (whole-image label scores [L], windows [N, 4], window logits [N, K]
-        over the labels then the background prompts), from one batched encoder pass."""
+                      ) -> list[ScoredWindows]:
+        """Per frame, from one batched encoder pass: its ScoredWindows."""
         image = self.encoder.settings
         classes = self.class_embeddings()
         flags = [bgr] * len(frames) if isinstance(bgr, bool) else list(bgr)
@@ -129,8 +148,13 @@ class ZeroShotDetector:
         whole_image = label_scores(logits, classes.num_labels).cpu().numpy()
         logits = logits.cpu().numpy()
         out, start = [], 0
-        for grid in grids:
-            out.append((whole_image[start], grid, logits[start + 1:start + 1 + len(grid)]))
+        for frame, grid in zip(frames, grids):
+            rows = slice(start + 1, start + 1 + len(grid))
+            boxes = grid.astype(np.float64)
+            if self.regresses_boxes:
+                boxes = self.encoder.box_regressor.regress(grid, embeddings[rows],
+                                                           frame.shape[0], frame.shape[1])
+            out.append(ScoredWindows(whole_image[start], grid, logits[rows], boxes))
             start += 1 + len(grid)
         return out
 

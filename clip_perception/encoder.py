@@ -13,6 +13,7 @@ class ImageTextEncoder(Protocol):
     dtype: torch.dtype
     settings: 'ImageSettings'  # noqa: F821 (clip_perception.model_loading)
     logit_scale: float
+    box_regressor: 'BoxRegressor | None'  # noqa: F821 (clip_perception.box_regression)
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N, 3, crop, crop] normalized pixels -> [N, D] L2-normalized float32."""
@@ -28,13 +29,15 @@ def projected(output) -> torch.Tensor:
 
 
 class ClipEncoder:
-    """A transformers CLIPModel and its tokenizer, in eval mode on one device."""
+    """A transformers CLIPModel and its tokenizer, in eval mode on one device, and the
+    box regressor fitted to its image embeddings when the model directory has one."""
 
-    def __init__(self, model, tokenizer, settings, name: str = ''):
+    def __init__(self, model, tokenizer, settings, name: str = '', box_regressor=None):
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
         self.name = name
+        self.box_regressor = box_regressor
         parameter = next(model.parameters())
         self.device = parameter.device
         self.dtype = parameter.dtype

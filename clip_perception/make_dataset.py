@@ -159,8 +159,8 @@ def make_hard_crops(out: Path, detector, count: int, seed: int,
         while len(items) < count:
             scene = make_scene(rng, height, width, count=int(rng.integers(0, 4)))
             scenes += 1
-            _, grid, logits = detector.score_windows([scene.image])[0]
-            predicted = logits.argmax(axis=1)
+            scored = detector.score_windows([scene.image])[0]
+            grid, predicted = scored.windows, scored.logits.argmax(axis=1)
             wrong = [c for c in window_captions(grid, scene.objects)
                      if c and names[predicted[c[0]]] != c[2]]
             chosen = [wrong[i] for i in rng.permutation(len(wrong))[:per_scene]]

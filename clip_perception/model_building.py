@@ -85,11 +85,15 @@ def build_clip(tokenizer, size: ClipSize, seed: int = 0):
 
 
 def save_model_directory(directory: Path, model, tokenizer, image_size: int) -> Path:
-    """Write model + tokenizer + image processor settings as a loadable directory."""
+    """Write model + tokenizer + image processor settings as a loadable directory.
+    A box regressor already there is removed: it was fitted to other weights."""
     from transformers import CLIPImageProcessor, CLIPProcessor
+
+    from clip_perception.box_regression import REGRESSOR_FILE
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / REGRESSOR_FILE).unlink(missing_ok=True)
     model.save_pretrained(directory, safe_serialization=True)
     processor = CLIPProcessor(
         image_processor=CLIPImageProcessor(

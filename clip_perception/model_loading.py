@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from clip_perception.box_regression import load_box_regressor
 from clip_perception.encoder import ClipEncoder
 
 log = logging.getLogger(__name__)
@@ -159,5 +160,11 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = 'auto',
         raise ModelLoadError(f'could not load CLIP from {directory}: {error}') from error
     clip.to(torch_device).eval()
     settings = read_image_settings(directory, clip.config.vision_config.image_size)
-    log.info('loaded %s on %s (%s)', model, torch_device, str(dtype).removeprefix('torch.'))
-    return ClipEncoder(clip, tokenizer, settings, name=model)
+    try:
+        box_regressor = load_box_regressor(directory, clip.config.projection_dim)
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from error
+    log.info('loaded %s on %s (%s)%s', model, torch_device, str(dtype).removeprefix('torch.'),
+             ', with a box regressor' if box_regressor else '')
+    return ClipEncoder(clip, tokenizer, settings, name=model,
+                       box_regressor=box_regressor and box_regressor.to(torch_device))

@@ -114,6 +114,7 @@ class ClipPerceptionNode(Node):
         self._worker.start()
         self.get_logger().info(
             f'ready: model {self.model_name} on {encoder.device}, labels {list(settings.labels)}, '
+            f'box regression {"on" if self.detector.regresses_boxes else "off"}, '
             f'inputs {self.input_topics}')
 
     # --- parameters -----------------------------------------------------------------

@@ -60,6 +60,10 @@ PARAMETERS = (
                   'merge (weighted mean of overlapping windows), intersect (intersection '
                   'of the object\'s windows) or none (best window)',
                   choices=('merge', 'intersect', 'none')),
+    ParameterSpec('box_regression', _DETECTOR.box_regression, 'bool',
+                  'Move each window onto its object with the model\'s box regressor '
+                  '(box_regressor.safetensors in the model directory) before refinement; '
+                  'no effect for a model without one'),
     ParameterSpec('max_batch', _DETECTOR.max_batch, 'integer',
                   'Most crops per forward pass (halved automatically on CUDA OOM)',
                   range=(1, 4096)),
@@ -86,7 +90,8 @@ BY_NAME = {spec.name: spec for spec in PARAMETERS}
 
 # The parameters that shape detection, as DetectorSettings fields and WindowSpec fields.
 _SETTINGS_FIELDS = ('labels', 'prompt_templates', 'background_prompts', 'score_threshold',
-                    'nms_iou', 'max_detections', 'max_batch', 'box_refinement')
+                    'nms_iou', 'max_detections', 'max_batch', 'box_refinement',
+                    'box_regression')
 _WINDOW_FIELDS = {'window_scales': 'scales', 'window_aspect_ratios': 'aspect_ratios',
                   'window_overlap': 'overlap'}
 DETECTOR_PARAMETERS = _SETTINGS_FIELDS + tuple(_WINDOW_FIELDS)

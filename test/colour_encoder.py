@@ -30,6 +30,7 @@ class ColourEncoder:
         self.dtype = torch.float32
         self.settings = ImageSettings(resize=crop, crop=crop, mean=CLIP_MEAN, std=CLIP_STD)
         self.logit_scale = logit_scale
+        self.box_regressor = None
         self._prototypes = torch.tensor(list(COLOURS.values()), dtype=torch.float32)
         self._mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
         self._std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)

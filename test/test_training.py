@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from clip_perception.box_regression import REGRESSOR_FILE
 from clip_perception.datasets import read_captions, read_rgb
-from clip_perception.detector import DetectorSettings, ZeroShotDetector
+from clip_perception.detector import DetectorSettings, ScoredWindows, ZeroShotDetector
 from clip_perception.make_dataset import (DEMO_WINDOWS, make_crops, make_hard_crops,
                                           window_captions)
 from clip_perception.model_loading import load_clip
@@ -60,6 +61,8 @@ def test_synthetic_scenes_are_deterministic_and_boxes_are_tight():
 @pytest.mark.timeout(300)
 def test_training_lowers_the_loss_and_the_checkpoint_loads_through_the_engine(tmp_path):
     make_crops(tmp_path / 'data', count=192, seed=3, crop=32)
+    (tmp_path / 'model').mkdir()
+    (tmp_path / 'model' / REGRESSOR_FILE).write_bytes(b'fitted to other weights')
     train_main(['--data', str(tmp_path / 'data'), '--out', str(tmp_path / 'model'),
                 '--size', 'test', '--steps', '100', '--batch-size', '32', '--lr', '3e-3',
                 '--warmup', '5', '--seed', '0'])
@@ -70,6 +73,7 @@ def test_training_lowers_the_loss_and_the_checkpoint_loads_through_the_engine(tm
     assert np.mean(losses[-25:]) < np.mean(losses[:10]) - 0.2, losses
     encoder = load_clip(str(tmp_path / 'model'), device='cpu')
     assert (tmp_path / 'model' / 'model.safetensors').is_file()
+    assert not (tmp_path / 'model' / REGRESSOR_FILE).exists()  # it belonged to other weights
     detector = ZeroShotDetector(encoder, DetectorSettings(
         background_prompts=('a photo of an empty workbench.', 'a photo of part of a tool.')))
     result = detector.detect(make_scene(np.random.default_rng(9)).image)
@@ -105,7 +109,7 @@ class _AlwaysHammer:
         grid = window_grid(frame.shape[0], frame.shape[1], self.settings.windows)
         logits = np.zeros((len(grid), 4))
         logits[:, 0] = 5.0
-        return [(np.zeros(2), grid, logits)]
+        return [ScoredWindows(np.zeros(2), grid, logits, grid.astype(float))]
 
 
 def test_hard_crops_are_the_windows_the_detector_gets_wrong(tmp_path):

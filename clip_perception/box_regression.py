@@ -1,0 +1,147 @@
+"""Box regression on CLIP window embeddings (R-CNN's bounding-box regression).
+
+A window that holds a tool rarely frames it exactly: the grid's spacing and
+sizes leave most best windows at IoU 0.5–0.7 with the tool. CLIP's embedding
+of the window still tells where in the window the tool lies, so a linear map
+from the embedding to R-CNN's box deltas
+
+    dx = (x_tool - x_window) / w_window    dw = log(w_tool / w_window)
+    dy = (y_tool - y_window) / h_window    dh = log(h_tool / h_window)
+
+(x, y the centres) moves each window onto its tool. R-CNN fits a linear map;
+here a one-hidden-layer MLP (GELU) on the embedding does better (on the demo
+model's validation scenes AP@0.5 0.59 without regression, 0.66-0.68 linear,
+0.69-0.71 with the MLP). It is fitted per model on windows of annotated scenes
+(`python -m clip_perception.fit_boxes`) and shipped in the model directory as
+REGRESSOR_FILE; it is class-agnostic, so it does not depend on the label list.
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+REGRESSOR_FILE = 'box_regressor.safetensors'
+_FORMAT = 'clip_perception.box_regressor/1'
+# exp(dw) is clamped as in Faster R-CNN, so a wild prediction cannot blow a box up.
+_MAX_LOG_SCALE = float(np.log(1000.0 / 16.0))
+
+
+def box_deltas(windows: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """[N, 4] xyxy windows and the [N, 4] xyxy boxes they should become -> [N, 4] deltas."""
+    w_size = windows[:, 2:] - windows[:, :2]
+    b_size = boxes[:, 2:] - boxes[:, :2]
+    shift = (boxes[:, :2] + b_size / 2 - windows[:, :2] - w_size / 2) / w_size
+    return np.concatenate([shift, np.log(b_size / w_size)], axis=1)
+
+
+def apply_deltas(windows: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """Inverse of box_deltas: [N, 4] xyxy windows moved by [N, 4] deltas."""
+    size = windows[:, 2:] - windows[:, :2]
+    centre = windows[:, :2] + size / 2 + deltas[:, :2] * size
+    new_size = size * deltas[:, 2:].clamp(max=_MAX_LOG_SCALE).exp()
+    return torch.cat([centre - new_size / 2, centre + new_size / 2], dim=1)
+
+
+def fit_regressor(features: np.ndarray, targets: np.ndarray, hidden: int = 256,
+                  steps: int = 3000, batch_size: int = 512, lr: float = 3e-3,
+                  weight_decay: float = 1e-2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """[N, D] embeddings and [N, 4] deltas -> the layers of BoxRegressor: AdamW on the
+    smooth-L1 loss of standardized deltas, cosine schedule; deterministic for a seed.
+    The deltas' mean and spread are folded into the output layer."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(features, dtype=torch.float32)
+    y = torch.as_tensor(targets, dtype=torch.float32)
+    mean, spread = y.mean(dim=0), y.std(dim=0).clamp(min=1e-6)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.GELU(),
+                                  torch.nn.Linear(hidden, 4))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    for _ in range(steps):
+        batch = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=generator)
+        loss = torch.nn.functional.smooth_l1_loss(net(x[batch]), (y[batch] - mean) / spread)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    first, _, last = net
+    return {'hidden.weight': first.weight.detach().clone(),
+            'hidden.bias': first.bias.detach().clone(),
+            'out.weight': (last.weight * spread[:, None]).detach(),
+            'out.bias': (last.bias * spread + mean).detach()}
+
+
+@dataclass(frozen=True)
+class BoxRegressor:
+    """deltas = out(gelu(hidden(embedding))). layers: 'hidden.weight' [H, D],
+    'hidden.bias' [H], 'out.weight' [4, H], 'out.bias' [4]. info: how it was fitted."""
+
+    layers: dict[str, torch.Tensor]
+    info: dict
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.layers['hidden.weight'].shape[1]
+
+    def to(self, device: torch.device) -> 'BoxRegressor':
+        return BoxRegressor({name: tensor.to(device=device, dtype=torch.float32)
+                             for name, tensor in self.layers.items()}, self.info)
+
+    def deltas(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """[N, D] image embeddings -> [N, 4] deltas."""
+        layers = self.layers
+        hidden = torch.nn.functional.gelu(torch.nn.functional.linear(
+            embeddings.float(), layers['hidden.weight'], layers['hidden.bias']))
+        return torch.nn.functional.linear(hidden, layers['out.weight'], layers['out.bias'])
+
+    def regress(self, windows: np.ndarray, embeddings: torch.Tensor, height: int,
+                width: int) -> np.ndarray:
+        """[N, 4] xyxy windows of a height×width frame and their embeddings -> [N, 4]
+        float64 boxes, kept inside the frame and at least one pixel wide and high."""
+        boxes = apply_deltas(torch.as_tensor(windows, dtype=torch.float32,
+                                             device=embeddings.device),
+                             self.deltas(embeddings)).cpu().double().numpy()
+        limits = np.array([width, height, width, height], dtype=np.float64)
+        boxes = np.clip(boxes, 0.0, limits)
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], np.minimum(boxes[:, :2] + 1.0, limits[2:]))
+        boxes[:, :2] = np.minimum(boxes[:, :2], boxes[:, 2:] - 1.0)
+        return boxes
+
+    def save(self, directory: Path) -> Path:
+        path = Path(directory) / REGRESSOR_FILE
+        save_file({name: tensor.detach().cpu().float().contiguous()
+                   for name, tensor in self.layers.items()}, str(path),
+                  metadata={'format': _FORMAT, 'info': json.dumps(self.info)})
+        return path
+
+
+_SHAPES = {'hidden.weight': 2, 'hidden.bias': 1, 'out.weight': 2, 'out.bias': 1}
+
+
+def load_box_regressor(directory: Path, embedding_dim: int) -> BoxRegressor | None:
+    """The regressor shipped in a model directory, or None when it has none.
+    ValueError when the file is not one or does not fit the model's embeddings."""
+    path = Path(directory) / REGRESSOR_FILE
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework='pt') as file:
+        metadata = file.metadata() or {}
+        if metadata.get('format') != _FORMAT or set(file.keys()) != set(_SHAPES):
+            raise ValueError(f'{path} is not a clip_perception box regressor')
+        layers = {name: file.get_tensor(name).float() for name in _SHAPES}
+    hidden = layers['hidden.weight'].shape[0]
+    if (any(layers[name].dim() != dims for name, dims in _SHAPES.items())
+            or layers['hidden.bias'].shape != (hidden,)
+            or layers['out.weight'].shape != (4, hidden) or layers['out.bias'].shape != (4,)):
+        raise ValueError(f'{path} is not a clip_perception box regressor (layer shapes)')
+    regressor = BoxRegressor(layers, json.loads(metadata.get('info', '{}')))
+    if regressor.embedding_dim != embedding_dim:
+        raise ValueError(f'{path} maps {regressor.embedding_dim}-d embeddings, but the model '
+                         f'embeds in {embedding_dim} dimensions: refit it for this model '
+                         '(python -m clip_perception.fit_boxes)')
+    return regressor
