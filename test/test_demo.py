@@ -1,9 +1,9 @@
 """The bundled demo model on the bundled bag, through the node over DDS.
 
 Pinned behaviour: nothing on the empty frames, and at least FOUND_AT_LEAST of
-the planted tools found (right label, IoU >= 0.5). The model finds 13 of the
-17 today; the issue's goal (all of them, AP >= 0.7) is not reached yet, see
-models/workbench_demo/MODEL.md. `make demo`'s command runs end to end."""
+the planted tools found (right label, IoU >= 0.5). The model (with its box
+regressor) finds 15 of the 17 today; the issue's goal (all of them, AP >= 0.7)
+is not reached yet, see models/workbench_demo/MODEL.md. `make demo`'s command runs end to end."""
 import json
 import subprocess
 import sys
@@ -21,7 +21,7 @@ from clip_perception.parameters import read_parameters_file
 from clip_perception.rosbag_io import read_messages
 
 ROOT = Path(__file__).resolve().parents[1]
-FOUND_AT_LEAST = 0.7
+FOUND_AT_LEAST = 0.8
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
