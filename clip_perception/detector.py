@@ -129,16 +129,19 @@ class ZeroShotDetector:
     def regresses_boxes(self) -> bool:
         return self.settings.box_regression and self.encoder.box_regressor is not None
 
-    def score_windows(self, frames: Sequence[np.ndarray], bgr: bool | Sequence[bool] = False
-                      ) -> list[ScoredWindows]:
-        """Per frame, from one batched encoder pass: its ScoredWindows."""
+    def score_windows(self, frames: Sequence[np.ndarray], bgr: bool | Sequence[bool] = False,
+                      windows: Sequence[np.ndarray] | None = None) -> list[ScoredWindows]:
+        """Per frame, from one batched encoder pass: its ScoredWindows. `windows`: per
+        frame the [N, 4] int xyxy windows to score instead of the grid of the settings."""
         image = self.encoder.settings
         classes = self.class_embeddings()
         flags = [bgr] * len(frames) if isinstance(bgr, bool) else list(bgr)
+        if windows is None:
+            windows = [window_grid(frame.shape[0], frame.shape[1], self.settings.windows)
+                       for frame in frames]
         inputs, grids = [], []
-        for frame, is_bgr in zip(frames, flags, strict=True):
+        for frame, is_bgr, grid in zip(frames, flags, windows, strict=True):
             tensor = frame_to_device(frame, self.encoder.device, bgr=is_bgr)
-            grid = window_grid(frame.shape[0], frame.shape[1], self.settings.windows)
             inputs.append(classification_input(tensor, image.resize, image.crop,
                                                self._normalize))
             inputs.append(crop_batch(tensor, grid, image.crop, self._normalize))

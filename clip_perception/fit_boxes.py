@@ -25,7 +25,7 @@ from clip_perception.box_regression import BoxRegressor, box_deltas, fit_regress
 from clip_perception.boxes import pairwise_iou
 from clip_perception.crops import crop_batch
 from clip_perception.datasets import read_rgb, read_scenes
-from clip_perception.model_loading import load_clip, resolve_model_directory
+from clip_perception.model_loading import load_clip
 from clip_perception.parameters import settings_from_file
 from clip_perception.preprocess import Normalizer, frame_to_device
 from clip_perception.windows import WindowSpec, window_grid
@@ -74,8 +74,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
 
+    if args.out is None and not Path(args.model).is_dir():
+        parser.error('--out is needed when --model is not a local directory')
     encoder = load_clip(args.model, args.device, 'fp32')
-    out = args.out or resolve_model_directory(args.model)
+    out = args.out or Path(args.model)
     normalize = Normalizer(encoder.settings.mean, encoder.settings.std, encoder.device)
     windows = settings_from_file(args.params).windows
     scenes = read_scenes(args.scenes)

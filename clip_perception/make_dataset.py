@@ -150,6 +150,7 @@ def make_hard_crops(out: Path, detector, count: int, seed: int,
     `per_scene` per scene, so the mistakes come from many scenes."""
     rng = np.random.default_rng(seed)
     height, width = DEMO_FRAME
+    grid = window_grid(height, width, detector.settings.windows)
     names = detector.class_embeddings().column_labels
     crop = detector.encoder.settings.crop
     items, scenes = [], 0
@@ -159,10 +160,14 @@ def make_hard_crops(out: Path, detector, count: int, seed: int,
         while len(items) < count:
             scene = make_scene(rng, height, width, count=int(rng.integers(0, 4)))
             scenes += 1
-            scored = detector.score_windows([scene.image])[0]
-            grid, predicted = scored.windows, scored.logits.argmax(axis=1)
-            wrong = [c for c in window_captions(grid, scene.objects)
-                     if c and names[predicted[c[0]]] != c[2]]
+            # only labelled windows can be hard examples: the ambiguous ones are not scored
+            labelled = [c for c in window_captions(grid, scene.objects) if c]
+            wrong = []
+            if labelled:
+                scored = detector.score_windows([scene.image],
+                                                windows=[grid[[c[0] for c in labelled]]])[0]
+                wrong = [c for c, k in zip(labelled, scored.logits.argmax(axis=1))
+                         if names[k] != c[2]]
             chosen = [wrong[i] for i in rng.permutation(len(wrong))[:per_scene]]
             _write_windows(out, writer, scene.image, grid, chosen[:count - len(items)], rng,
                            items)

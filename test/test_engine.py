@@ -148,6 +148,16 @@ def test_several_frames_in_one_batch_equal_per_frame_results(encoder, detector):
             assert da.box == pytest.approx(db.box, abs=1e-4)
 
 
+def test_given_windows_are_scored_like_the_same_windows_of_the_grid(detector):
+    frame = scene(160, 240, [('red', 70, 40, 130, 100)])
+    (whole,) = detector.score_windows([frame])
+    picked = whole.windows[[3, 0, 7]]
+    (given,) = detector.score_windows([frame], windows=[picked])
+    assert np.array_equal(given.windows, picked)
+    assert np.allclose(given.logits, whole.logits[[3, 0, 7]], atol=1e-4)
+    assert np.allclose(given.whole_image, whole.whole_image, atol=1e-5)
+
+
 def test_max_batch_chunks_the_encoder_pass(encoder):
     detector = ZeroShotDetector(encoder, DetectorSettings(
         labels=('red',), prompt_templates=('{}',), background_prompts=('grey',), max_batch=4))
