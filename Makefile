@@ -57,10 +57,12 @@ eval: setup $(EVAL_DIR)/crops/captions.jsonl $(EVAL_DIR)/scenes/annotations.json
 	$(PY) -m clip_perception.eval --model $(DEMO_MODEL) --params config/demo.yaml \
 	    --crops $(EVAL_DIR)/crops --scenes $(EVAL_DIR)/scenes --json $(EVAL_DIR)/report.json
 
-$(EVAL_DIR)/crops/captions.jsonl: | setup
+# Regenerated when the generator or the model's input size (model_building.py) changes.
+DATA_SOURCES := clip_perception/synthetic.py clip_perception/make_dataset.py
+$(EVAL_DIR)/crops/captions.jsonl: $(DATA_SOURCES) clip_perception/model_building.py | setup
 	$(PY) -m clip_perception.make_dataset crops $(EVAL_DIR)/crops --count 2000 --seed 2001
 
-$(EVAL_DIR)/scenes/annotations.json: | setup
+$(EVAL_DIR)/scenes/annotations.json: $(DATA_SOURCES) | setup
 	$(PY) -m clip_perception.make_dataset scenes $(EVAL_DIR)/scenes --count 200 --blank 50 \
 	    --seed 3001
 
