@@ -2,8 +2,8 @@
 
 A window that holds a tool rarely frames it exactly: the grid's spacing and
 sizes leave most best windows at IoU 0.5–0.7 with the tool. CLIP's embedding
-of the window still tells where in the window the tool lies, so a linear map
-from the embedding to R-CNN's box deltas
+of the window still tells where in the window the tool lies, so a map from
+the embedding to R-CNN's box deltas
 
     dx = (x_tool - x_window) / w_window    dw = log(w_tool / w_window)
     dy = (y_tool - y_window) / h_window    dh = log(h_tool / h_window)

@@ -1,4 +1,4 @@
-"""Box regression: the deltas, the ridge fit, the file in the model directory, the
+"""Box regression: the deltas, the fit, the file in the model directory, the
 detector moving its windows, and the fitting command on the real architecture."""
 import json
 import shutil
