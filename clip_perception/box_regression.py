@@ -120,7 +120,7 @@ class BoxRegressor:
         return path
 
 
-_SHAPES = {'hidden.weight': 2, 'hidden.bias': 1, 'out.weight': 2, 'out.bias': 1}
+_LAYERS = ('hidden.weight', 'hidden.bias', 'out.weight', 'out.bias')
 
 
 def load_box_regressor(directory: Path, embedding_dim: int) -> BoxRegressor | None:
@@ -131,12 +131,11 @@ def load_box_regressor(directory: Path, embedding_dim: int) -> BoxRegressor | No
         return None
     with safe_open(str(path), framework='pt') as file:
         metadata = file.metadata() or {}
-        if metadata.get('format') != _FORMAT or set(file.keys()) != set(_SHAPES):
+        if metadata.get('format') != _FORMAT or set(file.keys()) != set(_LAYERS):
             raise ValueError(f'{path} is not a clip_perception box regressor')
-        layers = {name: file.get_tensor(name).float() for name in _SHAPES}
+        layers = {name: file.get_tensor(name).float() for name in _LAYERS}
     hidden = layers['hidden.weight'].shape[0]
-    if (any(layers[name].dim() != dims for name, dims in _SHAPES.items())
-            or layers['hidden.bias'].shape != (hidden,)
+    if (layers['hidden.weight'].dim() != 2 or layers['hidden.bias'].shape != (hidden,)
             or layers['out.weight'].shape != (4, hidden) or layers['out.bias'].shape != (4,)):
         raise ValueError(f'{path} is not a clip_perception box regressor (layer shapes)')
     regressor = BoxRegressor(layers, json.loads(metadata.get('info', '{}')))

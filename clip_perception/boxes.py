@@ -45,27 +45,29 @@ class Detection:
         return (x0 + x1) / 2.0, (y0 + y1) / 2.0, x1 - x0, y1 - y0
 
 
-def _intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def pairwise_intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N, 4] and [M, 4] xyxy -> [N, M] intersection areas (integers for integer boxes)."""
     top_left = np.maximum(a[:, None, :2], b[None, :, :2])
     bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
     return np.clip(bottom_right - top_left, 0, None).prod(axis=2)
 
 
-def _areas(boxes: np.ndarray) -> np.ndarray:
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    """[N, 4] xyxy -> [N] areas."""
     return (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)
 
 
 def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """[N, 4] and [M, 4] xyxy -> [N, M] intersection over union."""
-    inter = _intersections(a, b)
-    return inter / np.maximum(_areas(a)[:, None] + _areas(b)[None, :] - inter, 1e-9)
+    inter = pairwise_intersections(a, b)
+    return inter / np.maximum(box_areas(a)[:, None] + box_areas(b)[None, :] - inter, 1e-9)
 
 
 def pairwise_overlap_of_smaller(boxes: np.ndarray) -> np.ndarray:
     """[N, 4] -> [N, N] intersection over the smaller box's area."""
-    areas = _areas(boxes)
+    areas = box_areas(boxes)
     smaller = np.minimum(areas[:, None], areas[None, :])
-    return _intersections(boxes, boxes) / np.maximum(smaller, 1e-9)
+    return pairwise_intersections(boxes, boxes) / np.maximum(smaller, 1e-9)
 
 
 def connected_groups(adjacent: np.ndarray) -> np.ndarray:
@@ -126,7 +128,7 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, labels: tuple[str
     # Rank by the label's log-probability: exact where the probability rounds to 1,
     # and it weighs the label against every competing prompt (background included).
     # Ties (a uniform object filling several windows) go to the larger window.
-    areas = _areas(boxes)
+    areas = box_areas(boxes)
     ranks = log_probabilities[candidate, label_ids] + 1e-6 * areas / areas.max()
 
     same_label = label_ids[:, None] == label_ids[None, :]
@@ -139,7 +141,7 @@ def select_detections(windows: np.ndarray, logits: np.ndarray, labels: tuple[str
     out_boxes = boxes[leaders]
     if refinement == 'merge':
         # Windows inside the leader add nothing: it already scored at least as high.
-        inside = _intersections(boxes[leaders], boxes) >= areas[None, :] - 1e-6
+        inside = pairwise_intersections(boxes[leaders], boxes) >= areas[None, :] - 1e-6
         members = ((group[leaders][:, None] == group[None, :]) & (iou[leaders] >= nms_iou)
                    & (~inside | (np.arange(len(boxes))[None, :] == leaders[:, None])))
         weights = members * scores[None, :]

@@ -34,10 +34,10 @@ HOLDOUT_EVERY = 10
 
 
 def training_windows(scenes, windows: WindowSpec, min_iou: float):
-    """Per scene: (grid windows overlapping a ground truth by >= min_iou [n, 4], the
-    ground-truth box each overlaps most [n, 4])."""
+    """Per scene: (int grid windows overlapping a ground truth by >= min_iou [n, 4], the
+    float ground-truth box each overlaps most [n, 4])."""
     for scene in scenes:
-        grid = window_grid(scene.height, scene.width, windows).astype(np.float64)
+        grid = window_grid(scene.height, scene.width, windows)
         truths = np.array([box for _, box in scene.objects], np.float64).reshape(-1, 4)
         if not len(truths):
             yield scene, grid[:0], truths
@@ -49,8 +49,7 @@ def training_windows(scenes, windows: WindowSpec, min_iou: float):
 
 def embed_windows(encoder, scene, windows: np.ndarray, normalize: Normalizer) -> torch.Tensor:
     frame = frame_to_device(read_rgb(scene.path), encoder.device)
-    return encoder.encode_images(crop_batch(frame, windows.astype(np.int64),
-                                            encoder.settings.crop, normalize))
+    return encoder.encode_images(crop_batch(frame, windows, encoder.settings.crop, normalize))
 
 
 def mean_iou(boxes: np.ndarray, truths: np.ndarray) -> float:

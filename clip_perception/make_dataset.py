@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from clip_perception.boxes import box_areas, pairwise_intersections
 from clip_perception.crops import crop_pixels
 from clip_perception.datasets import (AnnotatedScene, CaptionedImage, write_captions, write_rgb,
                                       write_scenes)
@@ -65,15 +66,10 @@ def window_captions(windows: np.ndarray, objects) -> list[tuple[int, str | None,
     """Per window: (index, caption, label) — caption None for a tool (templates are
     chosen later), label '' for background — or None for an ambiguous window."""
     boxes = np.array([obj.box for obj in objects], np.int64).reshape(-1, 4)
-    widths = np.clip(np.minimum(windows[:, None, 2], boxes[None, :, 2]) -
-                     np.maximum(windows[:, None, 0], boxes[None, :, 0]), 0, None)
-    heights = np.clip(np.minimum(windows[:, None, 3], boxes[None, :, 3]) -
-                      np.maximum(windows[:, None, 1], boxes[None, :, 1]), 0, None)
-    inter = widths * heights  # [windows, objects]
-    box_areas = np.maximum(1, (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-    areas = (windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1])
-    inside = inter / box_areas[None, :]  # fraction of each object in each window
-    iou = inter / (box_areas[None, :] + areas[:, None] - inter)
+    inter = pairwise_intersections(windows, boxes)  # [windows, objects]
+    object_areas = np.maximum(1, box_areas(boxes))
+    inside = inter / object_areas[None, :]  # fraction of each object in each window
+    iou = inter / (object_areas[None, :] + box_areas(windows)[:, None] - inter)
     present = inside > NEGLIGIBLE
     out = []
     for index in range(len(windows)):
