@@ -6,6 +6,7 @@ through the same `load_clip` path as `openai/clip-vit-base-patch32`.
 Used by the tests, the benchmark (ViT-B/32 architecture, random weights) and
 the trainer (a small model trained from scratch).
 """
+import collections
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -44,23 +45,64 @@ VIT_B_32 = ClipSize(224, 32, 768, 12, 12, 512, 12, 8, 512)
 
 def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1000, max_length: int = 77):
     """A lowercase BPE tokenizer in CLIP's style (end-of-word '</w>', start/end tokens),
-    wrapped as CLIPTokenizerFast."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    wrapped as CLIPTokenizerFast. The same corpus always gives the same ids."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import CLIPTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token=UNK, end_of_word_suffix='</w>'))
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    from tokenizers import decoders
     tokenizer.decoder = decoders.BPEDecoder(suffix='</w>')
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS, UNK, PAD],
-                                  end_of_word_suffix='</w>', show_progress=False)
-    tokenizer.train_from_iterator(list(corpus), trainer=trainer)
+    words = collections.Counter(
+        word for text in corpus
+        for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(
+            tokenizer.normalizer.normalize_str(text)))
+    vocab, merges = _learn_bpe(words, vocab_size - 4)
+    tokenizer.model = models.BPE(
+        vocab={token: i for i, token in enumerate([BOS, EOS, UNK, PAD] + vocab)},
+        merges=merges, unk_token=UNK, end_of_word_suffix='</w>')
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f'{BOS} $A {EOS}', pair=f'{BOS} $A {EOS} $B {EOS}',
         special_tokens=[(BOS, tokenizer.token_to_id(BOS)), (EOS, tokenizer.token_to_id(EOS))])
     return CLIPTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS,
                              unk_token=UNK, pad_token=PAD, model_max_length=max_length)
+
+
+def _learn_bpe(words: collections.Counter, size: int):
+    """BPE on word counts: (tokens, merges), at most `size` tokens — the sorted
+    characters (a word's last one with '</w>'), then one per merge of the most
+    frequent adjacent pair, ties broken by the pair's text. (The tokenizers
+    library's trainer breaks ties and numbers its alphabet in hash-map order,
+    which differs from run to run; token ids decide which embedding rows a model
+    starts from, so a seed would not give the same model.)"""
+    spelled = {word: tuple(word[:-1]) + (word[-1] + '</w>',) for word in words}
+    vocab = sorted({symbol for symbols in spelled.values() for symbol in symbols})
+    merges = []
+    while len(vocab) < size:
+        pairs = collections.Counter()
+        for word, symbols in spelled.items():
+            for pair in zip(symbols, symbols[1:]):
+                pairs[pair] += words[word]
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        if best[0] + best[1] not in vocab:  # ('ab', 'c') and ('a', 'bc') make one token
+            vocab.append(best[0] + best[1])
+        spelled = {word: _merge(symbols, best) for word, symbols in spelled.items()}
+    return vocab, merges
+
+
+def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    out, i = [], 0
+    while i < len(symbols):
+        if symbols[i:i + 2] == pair:
+            out.append(pair[0] + pair[1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return tuple(out)
 
 
 def build_clip(tokenizer, size: ClipSize, seed: int = 0):

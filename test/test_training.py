@@ -10,6 +10,7 @@ from clip_perception.datasets import read_captions, read_rgb
 from clip_perception.detector import DetectorSettings, ScoredWindows, ZeroShotDetector
 from clip_perception.make_dataset import (DEMO_WINDOWS, make_crops, make_hard_crops,
                                           window_captions)
+from clip_perception.model_building import build_tokenizer, default_corpus
 from clip_perception.model_loading import load_clip
 from clip_perception.prompts import ClassEmbeddings
 from clip_perception.synthetic import PlacedObject, make_scene
@@ -30,6 +31,19 @@ def test_info_nce_is_clip_loss_when_all_pairs_differ_and_shares_duplicates():
     shared = symmetric_info_nce(images, texts, scale, torch.tensor([0, 0, 1, 2]))
     assert shared.item() != pytest.approx(clip.item())
     assert symmetric_info_nce(images, images, torch.tensor(np.log(100.0)), torch.arange(4)) < 0.01
+
+
+def test_tokenizer_merges_the_most_frequent_pair_first_and_numbers_tokens_the_same():
+    # "abc" ×2, "ab", "bc": (b, c</w>) is seen 3 times, then (a, bc</w>) twice
+    tokenizer = build_tokenizer(['abc ABC ab', 'bc'], vocab_size=50)
+    assert [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])][4:] \
+        == ['a', 'b', 'b</w>', 'c</w>', 'bc</w>', 'abc</w>', 'ab</w>']
+    assert tokenizer.convert_ids_to_tokens(tokenizer('abc ab d')['input_ids']) == [
+        tokenizer.bos_token, 'abc</w>', 'ab</w>', tokenizer.unk_token, tokenizer.eos_token]
+    # the ids pick the embedding rows a model starts from: the same corpus, the same ids
+    corpus = default_corpus(extra=['a photo of a tape measure on a workbench.'])
+    first, second = (build_tokenizer(corpus, vocab_size=300, max_length=32) for _ in range(2))
+    assert first.get_vocab() == second.get_vocab()
 
 
 def test_window_captions_follow_r_cnn_labels():
