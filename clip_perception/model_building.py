@@ -14,6 +14,7 @@ from typing import Iterable
 from clip_perception.model_loading import CLIP_MEAN, CLIP_STD
 
 BOS, EOS, UNK, PAD = '<|startoftext|>', '<|endoftext|>', '<|unk|>', '<|pad|>'
+SPECIAL_TOKENS = (BOS, EOS, UNK, PAD)  # ids 0-3
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,9 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1000, max_length: i
         word for text in corpus
         for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(
             tokenizer.normalizer.normalize_str(text)))
-    vocab, merges = _learn_bpe(words, vocab_size - 4)
+    vocab, merges = _learn_bpe(words, vocab_size - len(SPECIAL_TOKENS))
     tokenizer.model = models.BPE(
-        vocab={token: i for i, token in enumerate([BOS, EOS, UNK, PAD] + vocab)},
+        vocab={token: i for i, token in enumerate(SPECIAL_TOKENS + tuple(vocab))},
         merges=merges, unk_token=UNK, end_of_word_suffix='</w>')
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f'{BOS} $A {EOS}', pair=f'{BOS} $A {EOS} $B {EOS}',
