@@ -60,6 +60,7 @@ BACKGROUND_CAPTIONS = (EMPTY_CAPTION, PART_CAPTION, SEVERAL_CAPTION, LOOSE_CAPTI
 POSITIVE_IOU, NEGATIVE_IOU = 0.5, 0.3
 POSITIVE_INSIDE = 0.7
 MOSTLY_IN, MOSTLY_OUT, NEGLIGIBLE = 0.9, 0.5, 0.1
+_TOOL = object()  # window_captions' rule for a window that shows a tool
 
 
 def window_captions(windows: np.ndarray, objects) -> list[tuple[int, str | None, str] | None]:
@@ -70,27 +71,30 @@ def window_captions(windows: np.ndarray, objects) -> list[tuple[int, str | None,
     object_areas = np.maximum(1, box_areas(boxes))
     inside = inter / object_areas[None, :]  # fraction of each object in each window
     iou = inter / (object_areas[None, :] + box_areas(windows)[:, None] - inter)
+    if not len(boxes):
+        return [(index, EMPTY_CAPTION, '') for index in range(len(windows))]
     present = inside > NEGLIGIBLE
+    shown = present.sum(axis=1)
+    alone = present.argmax(axis=1)  # the tool shown, where only one is
+    fraction = np.take_along_axis(inside, alone[:, None], axis=1)[:, 0]
+    overlap = np.take_along_axis(iou, alone[:, None], axis=1)[:, 0]
+    # The first rule that holds decides; a window no rule takes is ambiguous (None).
+    rules = [(shown == 0, EMPTY_CAPTION),
+             ((inside > MOSTLY_OUT).sum(axis=1) >= 2, SEVERAL_CAPTION),
+             (shown > 1, None),
+             ((overlap >= POSITIVE_IOU) & (fraction >= POSITIVE_INSIDE), _TOOL),
+             ((overlap < NEGATIVE_IOU) & (fraction >= MOSTLY_IN), LOOSE_CAPTION),
+             ((overlap < NEGATIVE_IOU) & (fraction <= MOSTLY_OUT), PART_CAPTION)]
+    decided = np.select([rule for rule, _ in rules], range(len(rules)), default=2)
     out = []
-    for index in range(len(windows)):
-        shown = np.flatnonzero(present[index])
-        if not len(shown):
-            out.append((index, EMPTY_CAPTION, ''))
-        elif (inside[index, shown] > MOSTLY_OUT).sum() >= 2:
-            out.append((index, SEVERAL_CAPTION, ''))
-        elif len(shown) > 1:
+    for index, (rule, obj) in enumerate(zip(decided.tolist(), alone.tolist())):
+        caption = rules[rule][1]
+        if caption is None:
             out.append(None)
+        elif caption is _TOOL:
+            out.append((index, None, objects[obj].label))
         else:
-            (obj,) = shown
-            fraction, overlap = inside[index, obj], iou[index, obj]
-            if overlap >= POSITIVE_IOU and fraction >= POSITIVE_INSIDE:
-                out.append((index, None, objects[obj].label))
-            elif overlap < NEGATIVE_IOU and fraction >= MOSTLY_IN:
-                out.append((index, LOOSE_CAPTION, ''))
-            elif overlap < NEGATIVE_IOU and fraction <= MOSTLY_OUT:
-                out.append((index, PART_CAPTION, ''))
-            else:
-                out.append(None)
+            out.append((index, caption, ''))
     return out
 
 
