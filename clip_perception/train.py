@@ -16,6 +16,12 @@ Loss: image-text logits = exp(t) · cos, with t learnable (initialized at
 ln(1/0.07), exp(t) clamped at 100); cross-entropy image→text and text→image,
 averaged. Pairs with the same label (or, without labels, the same caption) in
 one batch count as positives of each other instead of as negatives.
+
+Progressive resizing (`--low-res 32 --low-res-steps 750`): the first steps see
+the images shrunk, with the position embeddings interpolated to the smaller
+patch grid, so they cost less (a 48 px demo model's step at 32 px: 16 patches
+instead of 36, 0.23 s instead of 0.49 s on 2 cores); the later steps, at the
+model's own size, are what inference sees.
 """
 import argparse
 import json
@@ -94,8 +100,11 @@ class ProbeSet:
 
 
 def encode_image(model, pixels):
-    # With gradients: ClipEncoder encodes for inference only.
-    return F.normalize(projected(model.get_image_features(pixel_values=pixels)), dim=-1)
+    # With gradients: ClipEncoder encodes for inference only. Pixels smaller than the
+    # model's input (--low-res) see its position embeddings interpolated.
+    size = model.config.vision_config.image_size
+    return F.normalize(projected(model.get_image_features(
+        pixel_values=pixels, interpolate_pos_encoding=pixels.shape[-1] != size)), dim=-1)
 
 
 def encode_tokens(model, input_ids, attention_mask):
@@ -126,6 +135,10 @@ def main(argv=None) -> None:
     parser.add_argument('--weight-decay', type=float, default=0.1)
     parser.add_argument('--warmup', type=int, default=50)
     parser.add_argument('--eval-every', type=int, default=100)
+    parser.add_argument('--low-res', type=int, default=None,
+                        help='image side in pixels for the first --low-res-steps steps '
+                             '(progressive resizing: cheaper early steps)')
+    parser.add_argument('--low-res-steps', type=int, default=0)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args(argv)
@@ -147,6 +160,10 @@ def main(argv=None) -> None:
                                     vocab_size=800, max_length=size.max_text_tokens)
         model = build_clip(tokenizer, size, seed=args.seed)
         image_size, mean, std = size.image_size, CLIP_MEAN, CLIP_STD
+    patch = model.config.vision_config.patch_size
+    if args.low_res and not patch <= args.low_res < image_size:
+        parser.error(f'--low-res must be at least the patch size ({patch}) and below the '
+                     f'input size ({image_size})')
     model.to(device).train()
     normalize = Normalizer(mean, std, device)
 
@@ -190,6 +207,9 @@ def main(argv=None) -> None:
         pixels = images[batch].to(device)
         flip = torch.rand(len(batch), device=device) < 0.5
         pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+        if args.low_res and step <= args.low_res_steps:
+            pixels = F.interpolate(pixels.float(), size=(args.low_res, args.low_res),
+                                   mode='bilinear', antialias=True, align_corners=False)
         ids = caption_ids[batch]
         loss = symmetric_info_nce(
             encode_image(model, normalize(pixels.float())),

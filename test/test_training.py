@@ -10,11 +10,11 @@ from clip_perception.datasets import read_captions, read_rgb
 from clip_perception.detector import DetectorSettings, ScoredWindows, ZeroShotDetector
 from clip_perception.make_dataset import (DEMO_WINDOWS, make_crops, make_hard_crops,
                                           window_captions)
-from clip_perception.model_building import build_tokenizer, default_corpus
+from clip_perception.model_building import TEST_SIZE, build_clip, build_tokenizer, default_corpus
 from clip_perception.model_loading import load_clip
 from clip_perception.prompts import ClassEmbeddings
 from clip_perception.synthetic import PlacedObject, make_scene
-from clip_perception.train import main as train_main, symmetric_info_nce
+from clip_perception.train import encode_image, main as train_main, symmetric_info_nce
 from clip_perception.windows import window_grid
 
 
@@ -44,6 +44,21 @@ def test_tokenizer_merges_the_most_frequent_pair_first_and_numbers_tokens_the_sa
     corpus = default_corpus(extra=['a photo of a tape measure on a workbench.'])
     first, second = (build_tokenizer(corpus, vocab_size=300, max_length=32) for _ in range(2))
     assert first.get_vocab() == second.get_vocab()
+
+
+def test_images_smaller_than_the_input_are_encoded_with_interpolated_positions():
+    # progressive resizing (--low-res) trains the first steps on smaller images
+    model = build_clip(build_tokenizer(default_corpus(), vocab_size=200), TEST_SIZE, seed=0)
+    small = torch.rand(2, 3, TEST_SIZE.image_size // 2, TEST_SIZE.image_size // 2)
+    embedding = encode_image(model, small)
+    assert embedding.shape == (2, model.config.projection_dim)
+    assert torch.allclose(embedding.norm(dim=-1), torch.ones(2))
+    embedding.sum().backward()
+    assert model.vision_model.embeddings.position_embedding.weight.grad.abs().sum() > 0
+    full = torch.rand(2, 3, TEST_SIZE.image_size, TEST_SIZE.image_size)
+    with torch.no_grad():  # at the input size the positions are the model's own
+        assert torch.equal(encode_image(model, full), torch.nn.functional.normalize(
+            model.get_image_features(pixel_values=full).pooler_output, dim=-1))
 
 
 def test_window_captions_follow_r_cnn_labels():
@@ -79,7 +94,7 @@ def test_training_lowers_the_loss_and_the_checkpoint_loads_through_the_engine(tm
     (tmp_path / 'model' / REGRESSOR_FILE).write_bytes(b'fitted to other weights')
     train_main(['--data', str(tmp_path / 'data'), '--out', str(tmp_path / 'model'),
                 '--size', 'test', '--steps', '100', '--batch-size', '32', '--lr', '3e-3',
-                '--warmup', '5', '--seed', '0'])
+                '--warmup', '5', '--low-res', '16', '--low-res-steps', '20', '--seed', '0'])
     summary = json.loads((tmp_path / 'model' / 'training.json').read_text())
     losses = summary['loss']
     assert len(losses) == 100
