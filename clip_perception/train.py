@@ -161,6 +161,8 @@ def main(argv=None) -> None:
         model = build_clip(tokenizer, size, seed=args.seed)
         image_size, mean, std = size.image_size, CLIP_MEAN, CLIP_STD
     patch = model.config.vision_config.patch_size
+    if args.low_res_steps and not args.low_res:
+        parser.error('--low-res-steps needs --low-res')
     if args.low_res and not patch <= args.low_res < image_size:
         parser.error(f'--low-res must be at least the patch size ({patch}) and below the '
                      f'input size ({image_size})')
