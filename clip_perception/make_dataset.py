@@ -66,13 +66,13 @@ _TOOL = object()  # window_captions' rule for a window that shows a tool
 def window_captions(windows: np.ndarray, objects) -> list[tuple[int, str | None, str] | None]:
     """Per window: (index, caption, label) — caption None for a tool (templates are
     chosen later), label '' for background — or None for an ambiguous window."""
+    if not objects:
+        return [(index, EMPTY_CAPTION, '') for index in range(len(windows))]
     boxes = np.array([obj.box for obj in objects], np.int64).reshape(-1, 4)
     inter = pairwise_intersections(windows, boxes)  # [windows, objects]
     object_areas = np.maximum(1, box_areas(boxes))
     inside = inter / object_areas[None, :]  # fraction of each object in each window
     iou = inter / (object_areas[None, :] + box_areas(windows)[:, None] - inter)
-    if not len(boxes):
-        return [(index, EMPTY_CAPTION, '') for index in range(len(windows))]
     present = inside > NEGLIGIBLE
     shown = present.sum(axis=1)
     alone = present.argmax(axis=1)  # the tool shown, where only one is
@@ -85,10 +85,11 @@ def window_captions(windows: np.ndarray, objects) -> list[tuple[int, str | None,
              ((overlap >= POSITIVE_IOU) & (fraction >= POSITIVE_INSIDE), _TOOL),
              ((overlap < NEGATIVE_IOU) & (fraction >= MOSTLY_IN), LOOSE_CAPTION),
              ((overlap < NEGATIVE_IOU) & (fraction <= MOSTLY_OUT), PART_CAPTION)]
-    decided = np.select([rule for rule, _ in rules], range(len(rules)), default=2)
+    captions = [caption for _, caption in rules] + [None]
+    decided = np.select([rule for rule, _ in rules], range(len(rules)), default=len(rules))
     out = []
     for index, (rule, obj) in enumerate(zip(decided.tolist(), alone.tolist())):
-        caption = rules[rule][1]
+        caption = captions[rule]
         if caption is None:
             out.append(None)
         elif caption is _TOOL:
