@@ -14,7 +14,8 @@ from clip_perception.model_building import TEST_SIZE, build_clip, build_tokenize
 from clip_perception.model_loading import load_clip
 from clip_perception.prompts import ClassEmbeddings
 from clip_perception.synthetic import PlacedObject, make_scene
-from clip_perception.train import encode_image, main as train_main, symmetric_info_nce
+from clip_perception.train import (encode_captions, encode_image, encode_tokens, main as train_main,
+                                   symmetric_info_nce)
 from clip_perception.windows import window_grid
 
 
@@ -59,6 +60,33 @@ def test_images_smaller_than_the_input_are_encoded_with_interpolated_positions()
     with torch.no_grad():  # at the input size the positions are the model's own
         assert torch.equal(encode_image(model, full), torch.nn.functional.normalize(
             model.get_image_features(pixel_values=full).pooler_output, dim=-1))
+
+
+def test_repeated_captions_are_encoded_once_with_the_same_embeddings_and_gradients():
+    tokenizer = build_tokenizer(default_corpus(), vocab_size=200)
+    model = build_clip(tokenizer, TEST_SIZE, seed=0)
+    tokens = tokenizer(['a photo of a hammer.', 'a photo of a wrench.', 'a photo of pliers.'],
+                       padding=True, return_tensors='pt')
+    ids = torch.tensor([2, 0, 2, 2, 1, 0])
+    weights = torch.randn(len(ids), model.config.projection_dim)
+
+    def embeddings_and_gradients(encode):
+        model.zero_grad()
+        embeddings = encode()
+        (embeddings * weights).sum().backward()
+        return embeddings.detach(), [p.grad.clone() for p in model.text_model.parameters()]
+
+    calls = []
+    hook = model.text_model.register_forward_hook(
+        lambda module, args, kwargs, output: calls.append(kwargs['input_ids'].shape[0]),
+        with_kwargs=True)
+    once, once_grads = embeddings_and_gradients(lambda: encode_captions(model, tokens, ids, 'cpu'))
+    assert calls == [3]
+    hook.remove()
+    every, every_grads = embeddings_and_gradients(lambda: encode_tokens(
+        model, tokens['input_ids'][ids], tokens['attention_mask'][ids]))
+    assert torch.allclose(once, every, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(once_grads, every_grads))
 
 
 def test_window_captions_follow_r_cnn_labels():
