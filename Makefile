@@ -66,7 +66,7 @@ $(EVAL_DIR)/scenes/annotations.json: $(DATA_SOURCES) | setup
 	$(PY) -m clip_perception.make_dataset scenes $(EVAL_DIR)/scenes --count 200 --blank 50 \
 	    --seed 3001
 
-# How the bundled demo model was made (about 24 minutes on 2 CPU cores): a model
+# How the bundled demo model was made (about 22 minutes on 2 CPU cores): a model
 # trained from scratch, then fine-tuned on the windows it gets wrong in fresh
 # scenes (hard-example mining) mixed with fresh ordinary crops; last, its box
 # regressor is fitted on annotated scenes.
