@@ -20,7 +20,7 @@ one batch count as positives of each other instead of as negatives.
 Progressive resizing (`--low-res 32 --low-res-steps 750`): the first steps see
 the images shrunk, with the position embeddings interpolated to the smaller
 patch grid, so they cost less (a 48 px demo model's step at 32 px: 16 patches
-instead of 36, 0.23 s instead of 0.49 s on 2 cores); the later steps, at the
+instead of 36, 0.23 s instead of 0.45 s on 2 cores); the later steps, at the
 model's own size, are what inference sees.
 """
 import argparse
