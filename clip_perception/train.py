@@ -216,14 +216,14 @@ def main(argv=None) -> None:
         for group, base in zip(optimizer.param_groups, base_lrs):
             group['lr'] = base * warm * cosine
         batch = torch.from_numpy(rng.choice(len(items), args.batch_size, replace=False))
-        pixels = images[batch].to(device)
+        pixels = images[batch].to(device).float()
         flip = torch.rand(len(batch), device=device) < 0.5
         pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
         if args.low_res and step <= args.low_res_steps:
-            pixels = F.interpolate(pixels.float(), size=(args.low_res, args.low_res),
-                                   mode='bilinear', antialias=True, align_corners=False)
+            pixels = F.interpolate(pixels, size=(args.low_res, args.low_res), mode='bilinear',
+                                   antialias=True, align_corners=False)
         loss = symmetric_info_nce(
-            encode_image(model, normalize(pixels.float())),
+            encode_image(model, normalize(pixels)),
             encode_captions(model, tokens, caption_ids[batch], device),
             model.logit_scale, groups[batch].to(device))
         optimizer.zero_grad(set_to_none=True)
