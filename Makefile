@@ -12,7 +12,7 @@ VISION_MSGS_SRC := $(wildcard ros_deps/vision_msgs/msg/*.msg) \
 	ros_deps/vision_msgs/CMakeLists.txt ros_deps/vision_msgs/package.xml \
 	ros_deps/vision_msgs/pyproject.toml
 
-.PHONY: setup test demo eval bench train-demo-model clean-venv
+.PHONY: setup test test-fast lint demo eval bench train-demo-model clean-venv
 
 setup: $(STAMPS)/package
 
@@ -43,8 +43,16 @@ $(STAMPS)/package: setup.py setup.cfg $(STAMPS)/vision_msgs
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 
+# Everything (what CI runs); test-fast leaves out the slow tier: nodes over DDS,
+# processes, training runs (see pytest.ini); lint runs the linters' tests only.
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m pytest -m linter $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m clip_perception.demo
@@ -57,9 +65,11 @@ eval: setup $(EVAL_DIR)/crops/captions.jsonl $(EVAL_DIR)/scenes/annotations.json
 	$(PY) -m clip_perception.eval --model $(DEMO_MODEL) --params config/demo.yaml \
 	    --crops $(EVAL_DIR)/crops --scenes $(EVAL_DIR)/scenes --json $(EVAL_DIR)/report.json
 
-# Regenerated when the generator or the model's input size (model_building.py) changes.
-DATA_SOURCES := clip_perception/synthetic.py clip_perception/make_dataset.py
-$(EVAL_DIR)/crops/captions.jsonl: $(DATA_SOURCES) clip_perception/model_building.py | setup
+# Regenerated when the generator, the demo windows or the model's input size
+# (model_building.py) change.
+DATA_SOURCES := clip_perception/tools/synthetic.py clip_perception/tools/make_dataset.py
+$(EVAL_DIR)/crops/captions.jsonl: $(DATA_SOURCES) config/demo.yaml \
+		clip_perception/tools/model_building.py | setup
 	$(PY) -m clip_perception.make_dataset crops $(EVAL_DIR)/crops --count 2000 --seed 2001
 
 $(EVAL_DIR)/scenes/annotations.json: $(DATA_SOURCES) | setup

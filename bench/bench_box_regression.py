@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_perception.detector import ZeroShotDetector
-from clip_perception.model_loading import load_clip
-from clip_perception.parameters import settings_from_file
-from clip_perception.synthetic import make_scene
+from clip_perception.engine.detector import ZeroShotDetector
+from clip_perception.engine.model_loading import load_clip
+from clip_perception.ros.parameters import settings_from_file
+from clip_perception.tools.synthetic import make_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,13 +22,13 @@ import time
 import numpy as np
 import torch
 
-from clip_perception.detector import DetectorSettings, ZeroShotDetector
-from clip_perception.encoder import ClipEncoder, projected
-from clip_perception.model_building import VIT_B_32, build_clip, build_tokenizer, default_corpus
-from clip_perception.model_loading import (CLIP_MEAN, CLIP_STD, ImageSettings, resolve_device,
-                                           resolve_precision)
-from clip_perception.scoring import class_logits
-from clip_perception.windows import window_grid
+from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
+from clip_perception.engine.encoder import projected
+from clip_perception.tools.model_building import VIT_B_32, build_clip, build_tokenizer, default_corpus
+from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD, ClipEncoder, ImageSettings
+from clip_perception.engine.model_loading import resolve_device, resolve_precision
+from clip_perception.engine.scoring import class_logits
+from clip_perception.engine.sliding_windows.grid import window_grid
 
 # ViT-B/32 image tower: ~4.4 GFLOPs per 224² crop (multiply-add = 2 FLOPs).
 GFLOPS_PER_CROP = 4.4

@@ -12,25 +12,17 @@ the same run. Prints the median of both and
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
-os.environ.setdefault('AMENT_PREFIX_PATH', sys.prefix)
-
-import rclpy  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from vision_msgs.msg import Detection2DArray  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_engine import build_encoder, workbench_frame  # noqa: E402
-from clip_perception.model_loading import resolve_device, resolve_precision  # noqa: E402
-from clip_perception.node import ClipPerceptionNode  # noqa: E402
+from bench_engine import build_encoder, workbench_frame
+from clip_perception.engine.model_loading import resolve_device, resolve_precision
+from clip_perception.ros.environment import local_graph_environment
+from clip_perception.ros.node import ClipPerceptionNode
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray
 
 
 def main() -> None:
@@ -42,6 +34,7 @@ def main() -> None:
     device = resolve_device(args.device)
     encoder = build_encoder(device, resolve_precision(args.precision, device))
 
+    os.environ.update(local_graph_environment())  # read by rclpy.init below
     rclpy.init()
     node = ClipPerceptionNode(encoder=encoder, parameter_overrides=[
         rclpy.parameter.Parameter('image_reliability', value='reliable')])

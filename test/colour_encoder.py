@@ -3,13 +3,16 @@
 Image embedding: for each colour prototype, the fraction of the crop's pixels
 nearest to it. Text embedding: which colour words the text names. So a crop
 that is mostly red scores highest against "red", whatever CLIP would think.
-It counts its calls so caching can be tested.
+It counts its calls so caching can be tested. Scenes for it are coloured
+squares on grey (colour_scene), with the settings in COLOUR_SETTINGS.
 """
 import time
 
+import numpy as np
 import torch
 
-from clip_perception.model_loading import CLIP_MEAN, CLIP_STD, ImageSettings
+from clip_perception.engine.detector import DetectorSettings
+from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD, ImageSettings
 
 COLOURS = {
     'red': (220, 30, 30),
@@ -18,14 +21,28 @@ COLOURS = {
     'yellow': (230, 220, 40),
     'grey': (128, 128, 128),
 }
+COLOUR_SETTINGS = DetectorSettings(
+    labels=('red', 'green', 'blue'), prompt_templates=('a {} thing', 'a photo of {}'),
+    background_prompts=('a grey background',), score_threshold=0.6, nms_iou=0.3)
+
+
+def colour_scene(height=120, width=160, squares=()):
+    """A grey H×W×3 uint8 RGB frame with filled squares: (colour name, x0, y0, x1, y1)."""
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[:] = COLOURS['grey']
+    for name, x0, y0, x1, y1 in squares:
+        frame[y0:y1, x0:x1] = COLOURS[name]
+    return frame
 
 
 class ColourEncoder:
     def __init__(self, crop: int = 32, logit_scale: float = 100.0, delay_sec: float = 0.0):
         """delay_sec: simulated inference time per encoder call; `gate`, when set to an
-        unset threading.Event, holds every call until it is set."""
+        unset threading.Event, holds every call until it is set; `calls_started`
+        counts the image-encoder calls entered (held ones included)."""
         self.delay_sec = delay_sec
         self.gate = None
+        self.calls_started = 0
         self.device = torch.device('cpu')
         self.dtype = torch.float32
         self.settings = ImageSettings(resize=crop, crop=crop, mean=CLIP_MEAN, std=CLIP_STD)
@@ -38,6 +55,7 @@ class ColourEncoder:
         self.image_batches: list[int] = []
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        self.calls_started += 1
         if self.gate is not None:
             self.gate.wait(timeout=30.0)
         if self.delay_sec:

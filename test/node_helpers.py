@@ -4,8 +4,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from clip_perception.node import ClipPerceptionNode
-from colour_encoder import COLOURS, ColourEncoder
+from clip_perception.ros.node import ClipPerceptionNode
+from colour_encoder import ColourEncoder
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 COLOUR_PARAMETERS = {
@@ -15,14 +15,6 @@ COLOUR_PARAMETERS = {
     'score_threshold': 0.6,
     'image_reliability': 'reliable',
 }
-
-
-def colour_scene(height=120, width=160, squares=()):
-    frame = np.empty((height, width, 3), np.uint8)
-    frame[:] = COLOURS['grey']
-    for name, x0, y0, x1, y1 in squares:
-        frame[y0:y1, x0:x1] = COLOURS[name]
-    return frame
 
 
 def image_message(pixels, frame_id='camera', stamp_sec=100, encoding='rgb8', padding=0):

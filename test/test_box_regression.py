@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from clip_perception.box_regression import (REGRESSOR_FILE, BoxRegressor, apply_deltas,
-                                            box_deltas, fit_regressor, load_box_regressor)
-from clip_perception.detector import DetectorSettings, ZeroShotDetector
-from clip_perception.fit_boxes import main as fit_boxes_main
-from clip_perception.make_dataset import make_scenes
-from clip_perception.model_loading import ModelLoadError, load_clip
-from colour_encoder import ColourEncoder
-from test_engine import COLOUR_SETTINGS, scene
+from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
+from clip_perception.engine.model_loading import ModelLoadError, load_clip
+from clip_perception.engine.sliding_windows.box_regression import (REGRESSOR_FILE, BoxRegressor,
+                                                                   apply_deltas, box_deltas,
+                                                                   load_box_regressor)
+from clip_perception.tools.fit_boxes import fit_regressor, main as fit_boxes_main
+from clip_perception.tools.make_dataset import make_scenes
+from colour_encoder import COLOUR_SETTINGS, ColourEncoder, colour_scene as scene
 
 
 def test_deltas_move_a_window_onto_its_box_and_back():
@@ -103,6 +103,7 @@ def test_the_detector_moves_its_windows_by_the_regressor():
     assert switched_off[0].box == plain[0].box
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_fit_boxes_writes_a_regressor_that_load_clip_uses(tiny_clip_dir, tmp_path, capsys,
                                                          one_thread):

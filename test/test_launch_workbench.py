@@ -27,11 +27,12 @@ from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
 IMAGE_TOPIC = '/launch_test/image_raw'
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.launch_test
 def generate_test_description():
-    from clip_perception.model_building import build_random_model_directory
+    from clip_perception.tools.model_building import build_random_model_directory
     model = build_random_model_directory(os.path.join(tempfile.mkdtemp(), 'model'))
     workbench = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(

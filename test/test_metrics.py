@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from clip_perception.metrics import average_precision, detection_ap, mean_ap
+from clip_perception.tools.metrics import average_precision, detection_ap, mean_ap
 
 TRUTHS = [[('hammer', (10, 10, 50, 30))],
           [('hammer', (0, 0, 20, 20)), ('wrench', (40, 40, 60, 90))],

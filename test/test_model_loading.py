@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from clip_perception.detector import DetectorSettings, ZeroShotDetector
-from clip_perception.model_loading import (CLIP_MEAN, CLIP_STD, ModelLoadError, load_clip,
-                                           read_image_settings, resolve_device,
-                                           resolve_precision)
-from clip_perception.preprocess import Normalizer, classification_input, frame_to_device
+from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
+from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD
+from clip_perception.engine.model_loading import (ModelLoadError, load_clip, read_image_settings,
+                                                  resolve_device, resolve_precision)
+from clip_perception.engine.preprocess import Normalizer, classification_input, frame_to_device
 
 CPU = torch.device('cpu')
 

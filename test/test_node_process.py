@@ -19,13 +19,18 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
-from node_helpers import RELIABLE, colour_scene, image_message
+from clip_perception.engine.prompts import DEFAULT_LABELS
+from colour_encoder import colour_scene
+from node_helpers import RELIABLE, image_message
+
+# Nodes over DDS, processes: the slow tier (make test runs it, make test-fast does not).
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTABLE = Path(sys.executable).with_name('clip_perception_node')
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-WORKBENCH_LABELS = ['hammer', 'screwdriver', 'wrench', 'tape measure', 'pliers']
+WORKBENCH_LABELS = list(DEFAULT_LABELS)
 
 
 def start_node(*ros_args):

@@ -3,6 +3,8 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +21,7 @@ def test_package_xml_declares_the_runtime_dependencies():
         assert required in depends, required
 
 
+@pytest.mark.slow
 def test_colcon_build_installs_the_ros_layout(tmp_path):
     """What `ros2 run` and `ros2 launch` look for after `colcon build`."""
     result = subprocess.run(

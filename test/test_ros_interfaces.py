@@ -13,6 +13,9 @@ from vision_msgs.msg import Detection2DArray
 
 from message_samples import detections_for, sample_image
 
+# Nodes over DDS, processes: the slow tier (make test runs it, make test-fast does not).
+pytestmark = pytest.mark.slow
+
 PEER = Path(__file__).parent / 'peers' / 'detection_echo_peer.py'
 
 # RIHS01 hashes of upstream vision_msgs 4.x, built with the Kilted toolchain.

@@ -8,11 +8,15 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Classification, Detection2DArray
 
-from clip_perception.boxes import pairwise_iou
-from clip_perception.messages import box_corners
-from clip_perception.rosbag_io import (BagFrame, BagRecorder, read_messages, typestore,
+from clip_perception.engine.boxes import pairwise_iou
+from clip_perception.ros.messages import box_corners
+from clip_perception.ros.rosbag_io import (BagFrame, BagRecorder, read_messages, typestore,
                                        write_image_bag)
-from node_helpers import colour_scene, start_colour_node
+from colour_encoder import colour_scene
+from node_helpers import start_colour_node
+
+# Nodes over DDS, processes: the slow tier (make test runs it, make test-fast does not).
+pytestmark = pytest.mark.slow
 
 # (squares drawn on a grey 160×120 frame) per frame; the labels the node must find.
 SCENES = [

@@ -5,18 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from clip_perception.box_regression import REGRESSOR_FILE
-from clip_perception.datasets import read_captions, read_rgb
-from clip_perception.detector import DetectorSettings, ScoredWindows, ZeroShotDetector
-from clip_perception.make_dataset import (DEMO_WINDOWS, make_crops, make_hard_crops,
-                                          window_captions)
-from clip_perception.model_building import TEST_SIZE, build_clip, build_tokenizer, default_corpus
-from clip_perception.model_loading import load_clip
-from clip_perception.prompts import ClassEmbeddings
-from clip_perception.synthetic import PlacedObject, make_scene
-from clip_perception.train import (encode_captions, encode_image, encode_tokens, main as train_main,
+from clip_perception.engine.sliding_windows.box_regression import REGRESSOR_FILE
+from clip_perception.tools.datasets import read_captions, read_rgb
+from clip_perception.engine.detector import DetectorSettings, ScoredWindows, ZeroShotDetector
+from clip_perception.tools.make_dataset import (demo_windows, make_crops, make_hard_crops,
+                                                window_captions)
+from clip_perception.tools.model_building import TEST_SIZE, build_clip, build_tokenizer, default_corpus
+from clip_perception.engine.model_loading import load_clip
+from clip_perception.engine.prompts import ClassEmbeddings
+from clip_perception.tools.synthetic import PlacedObject, make_scene
+from clip_perception.tools.train import (encode_captions, encode_image, encode_tokens, main as train_main,
                                    symmetric_info_nce)
-from clip_perception.windows import window_grid
+from clip_perception.engine.sliding_windows.grid import window_grid
 
 
 def test_info_nce_is_clip_loss_when_all_pairs_differ_and_shares_duplicates():
@@ -115,6 +115,7 @@ def test_synthetic_scenes_are_deterministic_and_boxes_are_tight():
         assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 240
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_training_lowers_the_loss_and_the_checkpoint_loads_through_the_engine(tmp_path):
     make_crops(tmp_path / 'data', count=192, seed=3, crop=32)
@@ -137,6 +138,7 @@ def test_training_lowers_the_loss_and_the_checkpoint_loads_through_the_engine(tm
     assert len(result.classification) == 5
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_crops_written_by_worker_processes_are_the_same_data_set(tmp_path):
     alone = make_crops(tmp_path / 'one', count=60, seed=4, crop=24)
@@ -166,11 +168,12 @@ class _AlwaysHammer:
         (grid,) = windows or [window_grid(frame.shape[0], frame.shape[1], self.settings.windows)]
         logits = np.zeros((len(grid), 4))
         logits[:, 0] = 5.0
-        return [ScoredWindows(np.zeros(2), grid, logits, grid.astype(float))]
+        return [ScoredWindows(np.zeros(2), grid, torch.zeros(len(grid), 1), logits,
+                              grid.astype(float))]
 
 
 def test_hard_crops_are_the_windows_the_detector_gets_wrong(tmp_path):
-    items = make_hard_crops(tmp_path / 'hard', _AlwaysHammer(DEMO_WINDOWS), count=40, seed=7)
+    items = make_hard_crops(tmp_path / 'hard', _AlwaysHammer(demo_windows()), count=40, seed=7)
     assert read_captions(tmp_path / 'hard') == items and len(items) == 40
     # every window is called a hammer, so the hammer windows are the only right ones
     assert all(item.label != 'hammer' for item in items)

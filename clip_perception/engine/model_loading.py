@@ -8,20 +8,16 @@ asked only when HF_HUB_OFFLINE is not set.
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from clip_perception.box_regression import load_box_regressor
-from clip_perception.encoder import ClipEncoder
+from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD, ClipEncoder, ImageSettings
+from clip_perception.engine.sliding_windows.box_regression import load_box_regressor
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = 'openai/clip-vit-base-patch32'
-# CLIPImageProcessor defaults, used when a model ships no processor file.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
 _DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 _SNAPSHOT_PATTERNS = ['*.json', '*.safetensors', '*.txt']
@@ -108,16 +104,6 @@ def _check_model_files(directory: Path) -> None:
     if missing:
         raise ModelLoadError(f'{directory} is not a complete CLIP model directory: '
                              f'missing {", ".join(missing)}')
-
-
-@dataclass(frozen=True)
-class ImageSettings:
-    """What CLIPImageProcessor would do: shortest side to `resize`, center crop `crop`."""
-
-    resize: int
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
 
 
 def read_image_settings(directory: Path, vision_image_size: int) -> ImageSettings:

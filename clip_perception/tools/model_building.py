@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from clip_perception.model_loading import CLIP_MEAN, CLIP_STD
+from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD
+from clip_perception.engine.prompts import (DEFAULT_BACKGROUND_PROMPTS, DEFAULT_LABELS,
+                                            DEFAULT_PROMPT_TEMPLATES)
+from clip_perception.engine.sliding_windows.box_regression import REGRESSOR_FILE
 
 BOS, EOS, UNK, PAD = '<|startoftext|>', '<|endoftext|>', '<|unk|>', '<|pad|>'
 SPECIAL_TOKENS = (BOS, EOS, UNK, PAD)  # ids 0-3
@@ -132,8 +135,6 @@ def save_model_directory(directory: Path, model, tokenizer, image_size: int) -> 
     A box regressor already there is removed: it was fitted to other weights."""
     from transformers import CLIPImageProcessor, CLIPProcessor
 
-    from clip_perception.box_regression import REGRESSOR_FILE
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / REGRESSOR_FILE).unlink(missing_ok=True)
@@ -150,8 +151,7 @@ def save_model_directory(directory: Path, model, tokenizer, image_size: int) -> 
 
 def default_corpus(labels: Iterable[str] = (), extra: Iterable[str] = ()) -> list[str]:
     """Sentences for a tokenizer that must cover the default prompts and `labels`."""
-    from clip_perception.prompts import DEFAULT_BACKGROUND_PROMPTS, DEFAULT_PROMPT_TEMPLATES
-    words = list(labels) + ['hammer', 'screwdriver', 'wrench', 'tape measure', 'pliers']
+    words = list(labels) + list(DEFAULT_LABELS)
     sentences = [t.replace('{}', w) for t in DEFAULT_PROMPT_TEMPLATES for w in words]
     return sentences + list(DEFAULT_BACKGROUND_PROMPTS) + list(extra)
 

@@ -14,14 +14,16 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from clip_perception.boxes import REFINEMENTS, Detection, select_detections
-from clip_perception.crops import crop_batch
-from clip_perception.encoder import ImageTextEncoder
-from clip_perception.preprocess import Normalizer, classification_input, frame_to_device
-from clip_perception.prompts import (DEFAULT_BACKGROUND_PROMPTS, DEFAULT_PROMPT_TEMPLATES,
-                                     LabelEmbeddingCache)
-from clip_perception.scoring import class_logits, label_scores
-from clip_perception.windows import WindowSpec, window_grid
+from clip_perception.engine.boxes import Detection
+from clip_perception.engine.encoder import ImageTextEncoder
+from clip_perception.engine.preprocess import Normalizer, classification_input, frame_to_device
+from clip_perception.engine.prompts import (DEFAULT_BACKGROUND_PROMPTS, DEFAULT_LABELS,
+                                            DEFAULT_PROMPT_TEMPLATES, ClassEmbeddings,
+                                            LabelEmbeddingCache)
+from clip_perception.engine.scoring import class_logits, label_scores
+from clip_perception.engine.sliding_windows.crops import crop_batch
+from clip_perception.engine.sliding_windows.grid import WindowSpec, window_grid
+from clip_perception.engine.sliding_windows.grouping import REFINEMENTS, select_detections
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 class DetectorSettings:
     """Everything that shapes detection except the model itself."""
 
-    labels: tuple[str, ...] = ('hammer', 'screwdriver', 'wrench', 'tape measure', 'pliers')
+    labels: tuple[str, ...] = DEFAULT_LABELS
     prompt_templates: tuple[str, ...] = DEFAULT_PROMPT_TEMPLATES
     background_prompts: tuple[str, ...] = DEFAULT_BACKGROUND_PROMPTS
     windows: WindowSpec = field(default_factory=WindowSpec)
@@ -51,7 +53,7 @@ class DetectorSettings:
         if self.max_batch < 1:
             raise ValueError(f'max_batch must be >= 1, got {self.max_batch}')
         if self.box_refinement not in REFINEMENTS:
-            raise ValueError(f'box_refinement must be one of {REFINEMENTS}, '
+            raise ValueError(f'box_refinement must be one of {", ".join(REFINEMENTS)}, '
                              f'not {self.box_refinement!r}')
 
 
@@ -67,12 +69,14 @@ class FrameResult:
 
 class ScoredWindows(NamedTuple):
     """One frame's encoder pass. whole_image: label scores [L] of the whole image;
-    windows: [N, 4] xyxy grid; logits: [N, K] over the labels then the background
-    prompts; boxes: [N, 4] float xyxy, the windows moved by the box regressor (the
-    windows themselves without one, or with box_regression off)."""
+    windows: [N, 4] int xyxy; embeddings: [N, D] their L2-normalized image
+    embeddings (on the encoder's device); logits: [N, K] over the labels then the
+    background prompts; boxes: [N, 4] float xyxy, the windows moved by the box
+    regressor (the windows themselves without one, or with box_regression off)."""
 
     whole_image: np.ndarray
     windows: np.ndarray
+    embeddings: torch.Tensor
     logits: np.ndarray
     boxes: np.ndarray
 
@@ -86,7 +90,8 @@ class ZeroShotDetector:
         self._text_cache = LabelEmbeddingCache(encoder.encode_texts)
         self._normalize = Normalizer(encoder.settings.mean, encoder.settings.std,
                                      encoder.device)
-        self.max_batch = self.settings.max_batch
+        # Crops per encoder pass: settings.max_batch, lowered after CUDA out-of-memory.
+        self.batch_size = self.settings.max_batch
         self.class_embeddings()  # validate the prompts and encode them now, not per frame
 
     def update(self, **changes) -> DetectorSettings:
@@ -97,10 +102,10 @@ class ZeroShotDetector:
                              candidate.background_prompts)
         self.settings = candidate
         if 'max_batch' in changes:
-            self.max_batch = candidate.max_batch
+            self.batch_size = candidate.max_batch
         return candidate
 
-    def class_embeddings(self):
+    def class_embeddings(self) -> ClassEmbeddings:
         s = self.settings
         return self._text_cache.get(s.labels, s.prompt_templates, s.background_prompts)
 
@@ -157,19 +162,32 @@ class ZeroShotDetector:
             if self.regresses_boxes:
                 boxes = self.encoder.box_regressor.regress(grid, embeddings[rows],
                                                            frame.shape[0], frame.shape[1])
-            out.append(ScoredWindows(whole_image[start], grid, logits[rows], boxes))
+            out.append(ScoredWindows(whole_image[start], grid, embeddings[rows], logits[rows],
+                                     boxes))
             start += 1 + len(grid)
         return out
 
+    def classify_crops(self, crops: torch.Tensor) -> tuple[list[str], np.ndarray]:
+        """[N, 3, crop, crop] pixels 0..255 (any device, uint8 or float) -> per crop the
+        best class and its probability [N], decided as a window is: against every label
+        (prompt ensemble) and every background prompt. A background prompt is named ''."""
+        classes = self.class_embeddings()
+        embeddings = self.encode_images(self._normalize(crops.to(self.encoder.device).float()))
+        probabilities = class_logits(embeddings, classes.matrix,
+                                     self.encoder.logit_scale).softmax(dim=-1)
+        best = probabilities.max(dim=1)
+        names = classes.column_labels
+        return [names[i] for i in best.indices.tolist()], best.values.cpu().numpy()
+
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Encode in chunks of `max_batch`; on CUDA out-of-memory halve it and retry."""
+        """Encode in chunks of `batch_size`; on CUDA out-of-memory halve it and retry."""
         while True:
             try:
                 return torch.cat([self.encoder.encode_images(chunk)
-                                  for chunk in pixels.split(self.max_batch)])
+                                  for chunk in pixels.split(self.batch_size)])
             except torch.cuda.OutOfMemoryError:
-                if self.max_batch == 1:
+                if self.batch_size == 1:
                     raise
-                self.max_batch = max(1, self.max_batch // 2)
+                self.batch_size = max(1, self.batch_size // 2)
                 torch.cuda.empty_cache()
-                log.warning('CUDA out of memory: max_batch lowered to %d', self.max_batch)
+                log.warning('CUDA out of memory: batch lowered to %d crops', self.batch_size)

@@ -10,7 +10,7 @@ Non-square windows are squashed to a square, like the full-frame window.
 import numpy as np
 import torch
 
-from clip_perception.preprocess import Normalizer, resize_bicubic
+from clip_perception.engine.preprocess import Normalizer, resize_bicubic
 
 
 def crop_batch(frame: torch.Tensor, windows: np.ndarray, crop: int,

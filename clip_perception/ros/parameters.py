@@ -2,14 +2,17 @@
 
 The node declares exactly these (with ROS descriptors), config/workbench.yaml
 sets them, and the README table lists them; a test checks all three agree.
-This module has no ROS imports so the table can be read anywhere.
+Defaults and allowed values of what the engine uses come from the engine.
+This module has no ROS imports so the table can be read anywhere (the tools
+read parameter files with it).
 """
 from dataclasses import dataclass
 
-from clip_perception.detector import DetectorSettings
-from clip_perception.model_loading import DEFAULT_MODEL
-from clip_perception.prompts import validate_prompts
-from clip_perception.windows import WindowSpec
+from clip_perception.engine.detector import DetectorSettings
+from clip_perception.engine.model_loading import DEFAULT_MODEL, PRECISIONS
+from clip_perception.engine.prompts import validate_prompts
+from clip_perception.engine.sliding_windows.grid import WindowSpec
+from clip_perception.engine.sliding_windows.grouping import REFINEMENTS
 
 _DETECTOR = DetectorSettings()
 _WINDOWS = WindowSpec()
@@ -34,7 +37,7 @@ PARAMETERS = (
                   read_only=True),
     ParameterSpec('precision', 'auto', 'string',
                   'auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16', read_only=True,
-                  choices=('auto', 'fp32', 'fp16', 'bf16')),
+                  choices=PRECISIONS),
     ParameterSpec('labels', list(_DETECTOR.labels), 'string_array',
                   'Object labels; each becomes a class_id (the label text)'),
     ParameterSpec('prompt_templates', list(_DETECTOR.prompt_templates), 'string_array',
@@ -59,7 +62,7 @@ PARAMETERS = (
     ParameterSpec('box_refinement', _DETECTOR.box_refinement, 'string',
                   'merge (weighted mean of overlapping windows), intersect (intersection '
                   'of the object\'s windows) or none (best window)',
-                  choices=('merge', 'intersect', 'none')),
+                  choices=REFINEMENTS),
     ParameterSpec('box_regression', _DETECTOR.box_regression, 'bool',
                   'Move each window onto its object with the model\'s box regressor '
                   '(box_regressor.safetensors in the model directory) before refinement; '
@@ -98,7 +101,8 @@ DETECTOR_PARAMETERS = _SETTINGS_FIELDS + tuple(_WINDOW_FIELDS)
 
 
 def check_choices(values: dict) -> None:
-    """ValueError naming the first value that is not one of its parameter's choices."""
+    """ValueError naming the first value that is not one of its parameter's choices
+    (for the parameters the engine does not check itself: detector_settings does)."""
     for name, value in values.items():
         choices = BY_NAME[name].choices
         if choices and value not in choices:
@@ -110,7 +114,6 @@ def detector_settings(values: dict) -> DetectorSettings:
     def plain(value):
         return tuple(value) if isinstance(value, (list, tuple)) else value
 
-    check_choices({name: values[name] for name in DETECTOR_PARAMETERS})
     windows = WindowSpec(**{field: plain(values[name]) for name, field in _WINDOW_FIELDS.items()})
     fields = {name: plain(values[name]) for name in _SETTINGS_FIELDS}
     validate_prompts(fields['labels'], fields['prompt_templates'], fields['background_prompts'])

@@ -12,8 +12,9 @@ the embedding to R-CNN's box deltas
 here a one-hidden-layer MLP (GELU) on the embedding does better (on the demo
 model's validation scenes AP@0.5 0.59 without regression, 0.66-0.68 linear,
 0.69-0.71 with the MLP). It is fitted per model on windows of annotated scenes
-(`python -m clip_perception.fit_boxes`) and shipped in the model directory as
-REGRESSOR_FILE; it is class-agnostic, so it does not depend on the label list.
+(`python -m clip_perception.fit_boxes`, clip_perception.tools.fit_boxes) and
+shipped in the model directory as REGRESSOR_FILE; it is class-agnostic, so it
+does not depend on the label list.
 """
 import json
 from dataclasses import dataclass
@@ -44,36 +45,6 @@ def apply_deltas(windows: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
     centre = windows[:, :2] + size / 2 + deltas[:, :2] * size
     new_size = size * deltas[:, 2:].clamp(max=_MAX_LOG_SCALE).exp()
     return torch.cat([centre - new_size / 2, centre + new_size / 2], dim=1)
-
-
-def fit_regressor(features: np.ndarray, targets: np.ndarray, hidden: int = 256,
-                  steps: int = 3000, batch_size: int = 512, lr: float = 3e-3,
-                  weight_decay: float = 1e-2, seed: int = 0) -> dict[str, torch.Tensor]:
-    """[N, D] embeddings and [N, 4] deltas -> the layers of BoxRegressor: AdamW on the
-    smooth-L1 loss of standardized deltas, cosine schedule; deterministic for a seed.
-    The deltas' mean and spread are folded into the output layer."""
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.as_tensor(features, dtype=torch.float32)
-    y = torch.as_tensor(targets, dtype=torch.float32)
-    mean, spread = y.mean(dim=0), y.std(dim=0).clamp(min=1e-6)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.GELU(),
-                                  torch.nn.Linear(hidden, 4))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    for _ in range(steps):
-        batch = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=generator)
-        loss = torch.nn.functional.smooth_l1_loss(net(x[batch]), (y[batch] - mean) / spread)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    first, _, last = net
-    return {'hidden.weight': first.weight.detach().clone(),
-            'hidden.bias': first.bias.detach().clone(),
-            'out.weight': (last.weight * spread[:, None]).detach(),
-            'out.bias': (last.bias * spread + mean).detach()}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from typing import Callable, Sequence
 
 import torch
 
+# The workbench tools: the node's default labels and what the demo model was trained on.
+DEFAULT_LABELS = ('hammer', 'screwdriver', 'wrench', 'tape measure', 'pliers')
 DEFAULT_PROMPT_TEMPLATES = (
     'a photo of a {}.',
     'a photo of the {}.',

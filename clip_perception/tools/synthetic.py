@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-TOOLS = ('hammer', 'screwdriver', 'wrench', 'tape measure', 'pliers')
+from clip_perception.engine.prompts import DEFAULT_LABELS
+
+# The tools drawn (each has a drawing function below): the node's default labels.
+TOOLS = DEFAULT_LABELS
+FRAME_SIZE = (240, 320)  # height, width of a scene
 
 _GRIP_COLOURS = [(200, 30, 30), (230, 180, 20), (30, 90, 200), (30, 150, 60), (240, 110, 20),
                  (20, 20, 20), (150, 40, 160)]
@@ -228,7 +232,7 @@ def finish(image, rng) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def make_scene(rng: np.random.Generator, height: int = 240, width: int = 320,
+def make_scene(rng: np.random.Generator, height: int = FRAME_SIZE[0], width: int = FRAME_SIZE[1],
                labels=TOOLS, count: int | None = None, tool_size=(0.35, 0.65),
                clutter=(0, 8)) -> Scene:
     """A bench with `count` (default 1–3) non-overlapping tools of `labels`.

@@ -3,17 +3,35 @@
 Anything with the same attributes and methods can stand in for it (the tests
 use a deterministic colour encoder); the detector never touches transformers.
 """
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from clip_perception.engine.sliding_windows.box_regression import BoxRegressor
+
+# CLIPImageProcessor's defaults, used when a model ships no processor file.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """What CLIPImageProcessor would do: shortest side to `resize`, center crop `crop`."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
 
 
 class ImageTextEncoder(Protocol):
     device: torch.device
     dtype: torch.dtype
-    settings: 'ImageSettings'  # noqa: F821 (clip_perception.model_loading)
+    settings: ImageSettings
     logit_scale: float
-    box_regressor: 'BoxRegressor | None'  # noqa: F821 (clip_perception.box_regression)
+    box_regressor: 'BoxRegressor | None'
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N, 3, crop, crop] normalized pixels -> [N, D] L2-normalized float32."""

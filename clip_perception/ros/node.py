@@ -25,14 +25,14 @@ from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
-from clip_perception import messages
-from clip_perception.detector import ZeroShotDetector
-from clip_perception.image_conversion import (Frame, ImageError, fit_to_pixel_budget,
+from clip_perception.ros import messages
+from clip_perception.engine.detector import ZeroShotDetector
+from clip_perception.ros.image_conversion import (Frame, ImageError, fit_to_pixel_budget,
                                               frame_from_compressed, frame_from_raw)
-from clip_perception.model_loading import ModelLoadError, load_clip
-from clip_perception.parameters import (BY_NAME, DETECTOR_PARAMETERS, PARAMETERS,
+from clip_perception.engine.model_loading import ModelLoadError, load_clip
+from clip_perception.ros.parameters import (BY_NAME, DETECTOR_PARAMETERS, PARAMETERS,
                                         check_choices, detector_settings)
-from clip_perception.statistics import LatencyWindow, RateMeter
+from clip_perception.ros.diagnostics import LatencyWindow, RateMeter
 
 _TYPES = {
     'string': ParameterType.PARAMETER_STRING,
@@ -269,7 +269,7 @@ class ClipPerceptionNode(Node):
             'engine_time_p50_ms': f'{self._engine_time.percentile_ms(50):.1f}',
             'device': str(self.detector.encoder.device), 'model': self.model_name,
             'labels': len(self.detector.settings.labels),
-            'max_batch': self.detector.max_batch, 'enabled': self._enabled,
+            'max_batch': self.detector.batch_size, 'enabled': self._enabled,
         }
         if not self._enabled:
             level, message = DiagnosticStatus.OK, 'paused'

@@ -9,7 +9,7 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import (Classification, Detection2D, Detection2DArray, LabelInfo,
                              ObjectHypothesis, ObjectHypothesisWithPose, VisionClass)
 
-from clip_perception.boxes import Detection
+from clip_perception.engine.boxes import Detection
 
 
 def detection_array(header, detections: list[Detection],

@@ -1,0 +1,20 @@
+"""The detection engine: frames in, classification and boxes out; never imports rclpy.
+
+The pipeline, one module per step::
+
+    model_loading  load a CLIP model (hub id or directory, safetensors only)
+    encoder        its image and text towers behind one small interface
+    prompts        labels, prompt ensembles, background prompts, the text cache
+    preprocess     frame to the device once, CLIP's preprocessing there
+    sliding_windows/
+        grid            where the windows lie
+        crops           all windows cut and resized on the device, batched
+        box_regression  windows moved onto their objects
+        grouping        windows to objects: thresholds, grouping, merging
+    scoring        window embeddings against class embeddings
+    boxes          detections and box geometry, NMS
+    detector       the whole pipeline, several frames in one pass
+
+Sliding windows is the one localizer today; another (a detector head, a dense
+map) would be a sibling of ``sliding_windows`` that the detector calls instead.
+"""

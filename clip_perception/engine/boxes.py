@@ -1,0 +1,62 @@
+"""Detections and box geometry: intersections, IoU, per-label NMS.
+
+All boxes are xyxy float pixels of the original frame (x0, y0 inclusive; x1,
+y1 exclusive).
+"""
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One located object. `box` is (x0, y0, x1, y1) in pixels of the input image;
+    `score` is the label's softmax probability against all labels and background
+    prompts, averaged over the windows framing the box (see
+    sliding_windows.grouping)."""
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+
+    @property
+    def center_size(self) -> tuple[float, float, float, float]:
+        """(center x, center y, width, height) in pixels, as vision_msgs BoundingBox2D."""
+        x0, y0, x1, y1 = self.box
+        return (x0 + x1) / 2.0, (y0 + y1) / 2.0, x1 - x0, y1 - y0
+
+
+def pairwise_intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N, 4] and [M, 4] xyxy -> [N, M] intersection areas (integers for integer boxes)."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    return np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+
+
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    """[N, 4] xyxy -> [N] areas."""
+    return (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N, 4] and [M, 4] xyxy -> [N, M] intersection over union."""
+    inter = pairwise_intersections(a, b)
+    return inter / np.maximum(box_areas(a)[:, None] + box_areas(b)[None, :] - inter, 1e-9)
+
+
+def pairwise_overlap_of_smaller(boxes: np.ndarray) -> np.ndarray:
+    """[N, 4] -> [N, N] intersection over the smaller box's area."""
+    areas = box_areas(boxes)
+    smaller = np.minimum(areas[:, None], areas[None, :])
+    return pairwise_intersections(boxes, boxes) / np.maximum(smaller, 1e-9)
+
+
+def per_label_nms(boxes: np.ndarray, ranks: np.ndarray, label_ids: np.ndarray,
+                  iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy NMS within each label (OpenCV), best rank first."""
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    keep = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(), ranks.astype(np.float32).tolist(), label_ids.astype(np.int32).tolist(),
+        float(ranks.min()) - 1.0, float(iou_threshold))
+    return np.asarray(keep, dtype=np.int64).reshape(-1)

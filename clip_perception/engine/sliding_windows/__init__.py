@@ -1,0 +1,2 @@
+"""Localization by sliding windows: a grid of crops, each classified by CLIP,
+moved by the model's box regressor, then grouped into objects."""

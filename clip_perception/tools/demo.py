@@ -1,0 +1,180 @@
+"""The demo: the real node, the bundled model, a bundled rosbag2 replayed over DDS.
+
+    python -m clip_perception.demo                 # what `make demo` runs
+    python -m clip_perception.demo --make-bag demo/workbench_bag   # rebuild the bag
+
+Starts `clip_perception_node` as its own process (parameters from
+config/demo.yaml, the model from models/workbench_demo), replays each frame of
+the bag (its recorded CDR) on /camera/image_raw, prints the detections of each
+frame as they arrive, saves the node's ~/debug_image of each frame under
+demo_output/, compares with the bag's ground truth and prints a one-line
+summary. Exits 0 when every frame was answered and the node stopped cleanly.
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray
+
+from clip_perception.ros.environment import local_graph_environment
+from clip_perception.ros.messages import box_corners
+from clip_perception.ros.rosbag_io import BagFrame, read_messages, write_image_bag
+from clip_perception.tools.assets import DEMO_BAG, DEMO_MODEL, DEMO_PARAMS
+from clip_perception.tools.datasets import write_rgb
+from clip_perception.tools.metrics import match_detections
+from clip_perception.tools.synthetic import make_scene
+
+TOPIC = '/camera/image_raw'
+
+
+def truth_path(bag: Path) -> Path:
+    return bag.with_name(bag.name + '_truth.json')
+
+
+def make_bag(bag: Path, frames: int, blank: int, seed: int) -> None:
+    """A bag of synthetic 320×240 workbench frames and a JSON of their planted tools."""
+    rng = np.random.default_rng(seed)
+    scenes = [make_scene(rng, count=0 if i in range(frames - blank, frames) else None)
+              for i in range(frames)]
+    start = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
+    stamps = [start + i * 500_000_000 for i in range(frames)]
+    write_image_bag(bag, [BagFrame(s.image, stamp, 'workbench_camera')
+                          for s, stamp in zip(scenes, stamps)], topic=TOPIC)
+    truth = [{'stamp_ns': stamp, 'objects': [{'label': o.label, 'box': list(o.box)}
+                                             for o in s.objects]}
+             for s, stamp in zip(scenes, stamps)]
+    truth_path(bag).write_text(json.dumps(truth, indent=1))
+    print(f'wrote {bag} ({frames} frames, {blank} empty) and {truth_path(bag).name}')
+
+
+def planted_matches(detections, planted) -> int:
+    """How many of the `planted` tools ({'label', 'box'}) the Detection2D list finds
+    (right label, IoU >= 0.5; see metrics.match_detections)."""
+    found = [(d.results[0].hypothesis.class_id, d.results[0].hypothesis.score, box_corners(d))
+             for d in detections]
+    return int(match_detections(found, [(o['label'], o['box']) for o in planted]).sum())
+
+
+def _node_command(params: Path, model: Path) -> list[str]:
+    executable = Path(sys.executable).with_name('clip_perception_node')
+    command = [str(executable)] if executable.exists() else [sys.executable, '-m',
+                                                               'clip_perception.ros.node']
+    return command + ['--ros-args', '--params-file', str(params), '-p', f'model:={model}',
+                      '-p', 'image_reliability:=reliable', '-r', f'image:={TOPIC}']
+
+
+def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
+    """The node as a process and this process's player on one graph (the environment
+    of local_graph_environment, which main sets)."""
+    out.mkdir(parents=True, exist_ok=True)
+    truth = {t['stamp_ns']: t['objects'] for t in json.loads(truth_path(bag).read_text())}
+    log = open(out / 'node.log', 'w')
+    node_process = subprocess.Popen(_node_command(params, model), stdout=log,
+                                    stderr=subprocess.STDOUT)
+    rclpy.init()
+    player = rclpy.create_node('demo_player')
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pub = player.create_publisher(Image, TOPIC, reliable)
+    detections, debug_images = {}, {}
+
+    def stamp_ns(header):
+        return header.stamp.sec * 10**9 + header.stamp.nanosec
+
+    player.create_subscription(Detection2DArray, '/detections',
+                               lambda m: detections.setdefault(stamp_ns(m.header), m), reliable)
+    player.create_subscription(Image, '/clip_perception/debug_image',
+                               lambda m: debug_images.setdefault(stamp_ns(m.header), m),
+                               qos_profile_sensor_data)
+
+    def spin_until(condition, seconds):
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline and node_process.poll() is None:
+            rclpy.spin_once(player, timeout_sec=0.05)
+        return condition()
+
+    found = missed = false_positives = blank_detections = frames = 0
+    try:
+        shown = model.relative_to(Path.cwd()) if model.is_relative_to(Path.cwd()) else model
+        print(f'demo: starting clip_perception_node with model {shown}')
+        if not spin_until(lambda: pub.get_subscription_count() > 0 and
+                          player.count_publishers('/clip_perception/debug_image') > 0, timeout):
+            raise RuntimeError('the node did not come up; see ' + str(out / 'node.log'))
+        spin_until(lambda: False, 0.5)  # let the debug_image subscription match both ways
+        for _, _, _, data in read_messages(bag, [TOPIC]):
+            frame = deserialize_message(data, Image)
+            stamp = stamp_ns(frame.header)
+            pub.publish(data)  # the bag's CDR, as `ros2 bag play` sends it
+            if not spin_until(lambda: stamp in detections and stamp in debug_images, timeout):
+                raise RuntimeError(f'no answer for frame {frames}; see {out / "node.log"}')
+            frames += 1
+            result = detections[stamp]
+            planted = truth.get(stamp, [])
+            listed = ', '.join(
+                f'{d.results[0].hypothesis.class_id} {d.results[0].hypothesis.score:.2f} '
+                f'[{", ".join(f"{v:.0f}" for v in box_corners(d))}]' for d in result.detections)
+            print(f'frame {frames:2d} ({len(planted)} planted): {listed or "nothing"}')
+            image = debug_images[stamp]
+            write_rgb(out / f'frame_{frames:02d}.png', np.frombuffer(
+                image.data, np.uint8).reshape(image.height, image.width, 3))
+            hits = planted_matches(result.detections, planted)
+            false_positives += len(result.detections) - hits
+            found += hits
+            missed += len(planted) - hits
+            if not planted:
+                blank_detections += len(result.detections)
+    finally:
+        player.destroy_node()
+        rclpy.try_shutdown()
+        if node_process.poll() is None:
+            node_process.send_signal(signal.SIGINT)
+        try:
+            code = node_process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            node_process.kill()
+            code = node_process.wait()
+        log.close()
+    blank_frames = sum(1 for objects in truth.values() if not objects)
+    print(f'demo summary: {frames} frames replayed; {found}/{found + missed} planted tools '
+          f'found (right label, IoU >= 0.5); {false_positives} false positives '
+          f'({blank_detections} on {blank_frames} empty frames); annotated frames in {out}/; '
+          f'node exit code {code}')
+    return 0 if code == 0 else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--bag', type=Path, default=DEMO_BAG)
+    parser.add_argument('--model', type=Path, default=DEMO_MODEL)
+    parser.add_argument('--params', type=Path, default=DEMO_PARAMS)
+    parser.add_argument('--out', type=Path, default=Path('demo_output'))
+    parser.add_argument('--timeout', type=float, default=120.0, help='seconds per step')
+    parser.add_argument('--make-bag', type=Path, metavar='BAG',
+                        help='write a new demo bag here instead of running the demo')
+    parser.add_argument('--frames', type=int, default=10)
+    parser.add_argument('--blank', type=int, default=2)
+    parser.add_argument('--seed', type=int, default=4242)
+    args = parser.parse_args(argv)
+    if args.make_bag:
+        make_bag(args.make_bag, args.frames, args.blank, args.seed)
+        return 0
+    # The node (a child process) and this process's player join one local graph.
+    os.environ.update(local_graph_environment())
+    try:
+        return run(args.bag, args.model.resolve(), args.params, args.out, args.timeout)
+    except RuntimeError as error:
+        print(f'demo failed: {error}', file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
