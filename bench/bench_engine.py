@@ -19,16 +19,16 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-import torch
-
 from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
-from clip_perception.engine.encoder import projected
-from clip_perception.tools.model_building import VIT_B_32, build_clip, build_tokenizer, default_corpus
-from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD, ClipEncoder, ImageSettings
+from clip_perception.engine.encoder import (CLIP_MEAN, CLIP_STD, ClipEncoder, ImageSettings,
+                                            projected)
 from clip_perception.engine.model_loading import resolve_device, resolve_precision
 from clip_perception.engine.scoring import class_logits
 from clip_perception.engine.sliding_windows.grid import window_grid
+from clip_perception.tools.model_building import (build_clip, build_tokenizer, default_corpus,
+                                                  VIT_B_32)
+import numpy as np
+import torch
 
 # ViT-B/32 image tower: ~4.4 GFLOPs per 224² crop (multiply-add = 2 FLOPs).
 GFLOPS_PER_CROP = 4.4
@@ -83,7 +83,7 @@ def timed(function, repeats: int, synchronize) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--precision', default='auto')
     parser.add_argument('--width', type=int, default=640)

@@ -26,7 +26,7 @@ from vision_msgs.msg import Detection2DArray
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--precision', default='auto')
     parser.add_argument('--frames', type=int, default=5)

@@ -1,4 +1,4 @@
-"""`python -m clip_perception.demo`: the demo (clip_perception.tools.demo)."""
+"""`python -m clip_perception.demo`: the demo, tools.demo."""
 import sys
 
 from clip_perception.tools.demo import main

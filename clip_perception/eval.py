@@ -1,4 +1,4 @@
-"""`python -m clip_perception.eval`: the evaluator (clip_perception.tools.evaluate)."""
+"""`python -m clip_perception.eval`: the evaluator, tools.evaluate."""
 import sys
 
 from clip_perception.tools.evaluate import main

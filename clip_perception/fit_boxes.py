@@ -1,4 +1,4 @@
-"""`python -m clip_perception.fit_boxes`: the box-regressor fitting (clip_perception.tools.fit_boxes)."""
+"""`python -m clip_perception.fit_boxes`: the box-regressor fitting, tools.fit_boxes."""
 import sys
 
 from clip_perception.tools.fit_boxes import main

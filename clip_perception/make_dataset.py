@@ -1,4 +1,4 @@
-"""`python -m clip_perception.make_dataset`: the synthetic data writer (clip_perception.tools.make_dataset)."""
+"""`python -m clip_perception.make_dataset`: the synthetic data writer, tools.make_dataset."""
 import sys
 
 from clip_perception.tools.make_dataset import main

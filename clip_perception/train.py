@@ -1,4 +1,4 @@
-"""`python -m clip_perception.train`: the contrastive trainer (clip_perception.tools.train)."""
+"""`python -m clip_perception.train`: the contrastive trainer, tools.train."""
 import sys
 
 from clip_perception.tools.train import main

@@ -8,11 +8,10 @@ squares on grey (colour_scene), with the settings in COLOUR_SETTINGS.
 """
 import time
 
-import numpy as np
-import torch
-
 from clip_perception.engine.detector import DetectorSettings
 from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD, ImageSettings
+import numpy as np
+import torch
 
 COLOURS = {
     'red': (220, 30, 30),
@@ -36,6 +35,7 @@ def colour_scene(height=120, width=160, squares=()):
 
 
 class ColourEncoder:
+
     def __init__(self, crop: int = 32, logit_scale: float = 100.0, delay_sec: float = 0.0):
         """delay_sec: simulated inference time per encoder call; `gate`, when set to an
         unset threading.Event, holds every call until it is set; `calls_started`

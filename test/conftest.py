@@ -7,9 +7,8 @@ processes inherit it. Tests never reach a model hub.
 """
 import os
 
-import pytest
-
 from clip_perception.ros.environment import local_graph_environment
+import pytest
 
 
 def _domain_id() -> int:

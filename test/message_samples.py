@@ -1,8 +1,7 @@
 """Deterministic sample messages shared by a test and the peer process it talks to."""
 import numpy as np
 from sensor_msgs.msg import Image
-from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray,
-                             ObjectHypothesisWithPose)
+from vision_msgs.msg import BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 640, 480
 

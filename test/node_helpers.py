@@ -1,11 +1,10 @@
 """Building blocks for node tests: images as messages, a node with the colour encoder."""
+from clip_perception.ros.node import ClipPerceptionNode
+from colour_encoder import ColourEncoder
 import numpy as np
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-
-from clip_perception.ros.node import ClipPerceptionNode
-from colour_encoder import ColourEncoder
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 COLOUR_PARAMETERS = {
@@ -40,4 +39,3 @@ def start_colour_node(ros, encoder=None, **overrides):
                                                    for k, v in values.items()])
     ros.add_node(node)
     return node
-

@@ -1,21 +1,23 @@
 """Box regression: the deltas, the fit, the file in the model directory, the
 detector moving its windows, and the fitting command on the real architecture."""
+from dataclasses import replace
 import json
 import shutil
-from dataclasses import replace
 
+from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
+from clip_perception.engine.model_loading import load_clip, ModelLoadError
+from clip_perception.engine.sliding_windows.box_regression import (apply_deltas, box_deltas,
+                                                                   BoxRegressor,
+                                                                   load_box_regressor,
+                                                                   REGRESSOR_FILE)
+from clip_perception.tools.fit_boxes import fit_regressor
+from clip_perception.tools.fit_boxes import main as fit_boxes_main
+from clip_perception.tools.make_dataset import make_scenes
+from colour_encoder import colour_scene as scene
+from colour_encoder import COLOUR_SETTINGS, ColourEncoder
 import numpy as np
 import pytest
 import torch
-
-from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
-from clip_perception.engine.model_loading import ModelLoadError, load_clip
-from clip_perception.engine.sliding_windows.box_regression import (REGRESSOR_FILE, BoxRegressor,
-                                                                   apply_deltas, box_deltas,
-                                                                   load_box_regressor)
-from clip_perception.tools.fit_boxes import fit_regressor, main as fit_boxes_main
-from clip_perception.tools.make_dataset import make_scenes
-from colour_encoder import COLOUR_SETTINGS, ColourEncoder, colour_scene as scene
 
 
 def test_deltas_move_a_window_onto_its_box_and_back():
@@ -105,8 +107,8 @@ def test_the_detector_moves_its_windows_by_the_regressor():
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_fit_boxes_writes_a_regressor_that_load_clip_uses(tiny_clip_dir, tmp_path, capsys,
-                                                         one_thread):
+def test_fit_boxes_writes_a_regressor_that_load_clip_uses(
+        tiny_clip_dir, tmp_path, capsys, one_thread):
     model = tmp_path / 'model'
     shutil.copytree(tiny_clip_dir, model)
     make_scenes(tmp_path / 'scenes', count=12, blank=2, seed=8)

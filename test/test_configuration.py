@@ -1,16 +1,16 @@
 """One configuration source: declared parameters, config/workbench.yaml, the README
 table and the launch file agree."""
 import ast
-import re
 from pathlib import Path
-
-import pytest
-import yaml
+import re
 
 from clip_perception.engine.prompts import DEFAULT_LABELS
-from clip_perception.ros.parameters import BY_NAME, PARAMETERS, read_parameters_file, settings_from_file
+from clip_perception.ros.parameters import (BY_NAME, PARAMETERS, read_parameters_file,
+                                            settings_from_file)
 from clip_perception.tools.assets import DEMO_MODEL, DEMO_PARAMS
 from clip_perception.tools.make_dataset import BACKGROUND_CAPTIONS, TOOL_CAPTIONS
+import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / 'launch' / 'workbench.launch.py'
@@ -50,8 +50,8 @@ def test_the_yaml_sets_declared_parameters_with_their_types():
         assert yaml_type(value) == BY_NAME[name].kind, name
         if BY_NAME[name].choices:
             assert value in BY_NAME[name].choices, name
-        if BY_NAME[name].range:
-            low, high = BY_NAME[name].range
+        if BY_NAME[name].limits:
+            low, high = BY_NAME[name].limits
             assert low <= value <= high, name
     assert values['labels'] == list(DEFAULT_LABELS)
 

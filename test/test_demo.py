@@ -7,19 +7,17 @@ is not reached yet, see models/workbench_demo/MODEL.md. `make demo`'s command ru
 import json
 import subprocess
 import sys
-from pathlib import Path
 
+from clip_perception.ros.node import ClipPerceptionNode
+from clip_perception.ros.parameters import read_parameters_file
+from clip_perception.ros.rosbag_io import read_messages
+from clip_perception.tools.assets import DEMO_BAG, DEMO_MODEL, DEMO_PARAMS
+from clip_perception.tools.demo import planted_matches, truth_path
 import pytest
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
-
-from clip_perception.tools.assets import DEMO_BAG, DEMO_MODEL, DEMO_PARAMS
-from clip_perception.tools.demo import planted_matches, truth_path
-from clip_perception.ros.node import ClipPerceptionNode
-from clip_perception.ros.parameters import read_parameters_file
-from clip_perception.ros.rosbag_io import read_messages
 
 # Nodes over DDS, processes: the slow tier (make test runs it, make test-fast does not).
 pytestmark = pytest.mark.slow
@@ -58,7 +56,6 @@ def test_demo_model_finds_the_planted_tools_in_the_bundled_bag(ros):
         found += planted_matches(out.detections, frame['objects'])
     assert planted >= 10
     assert found >= FOUND_AT_LEAST * planted, f'{found} of {planted} planted tools found'
-
 
 
 @pytest.mark.timeout(300)

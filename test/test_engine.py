@@ -3,18 +3,18 @@
 Localization behaviour is tested with a deterministic colour encoder (see
 colour_encoder.py), so these tests do not depend on what a CLIP model learned.
 """
+from clip_perception.engine.boxes import Detection, pairwise_iou
+from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
+from clip_perception.engine.preprocess import frame_to_device, Normalizer
+from clip_perception.engine.prompts import ensemble, LabelEmbeddingCache, PromptError
+from clip_perception.engine.sliding_windows.crops import crop_batch
+from clip_perception.engine.sliding_windows.grid import window_grid, WindowSpec
+from clip_perception.engine.sliding_windows.grouping import select_detections
+from colour_encoder import colour_scene as scene
+from colour_encoder import COLOUR_SETTINGS, ColourEncoder, COLOURS
 import numpy as np
 import pytest
 import torch
-
-from clip_perception.engine.boxes import Detection, pairwise_iou
-from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
-from clip_perception.engine.preprocess import Normalizer, frame_to_device
-from clip_perception.engine.prompts import LabelEmbeddingCache, PromptError, ensemble
-from clip_perception.engine.sliding_windows.crops import crop_batch
-from clip_perception.engine.sliding_windows.grid import WindowSpec, window_grid
-from clip_perception.engine.sliding_windows.grouping import select_detections
-from colour_encoder import COLOUR_SETTINGS, COLOURS, ColourEncoder, colour_scene as scene
 
 
 def iou(box, reference):

@@ -15,14 +15,15 @@ import pytest
 launch_testing = pytest.importorskip('launch_testing',
                                      reason='launch_testing is not installed (no ROS 2)')
 
+# After the skip, so sorted on their own (I100).
+from ament_index_python.packages import get_package_share_directory  # noqa: E402, I100
 import launch  # noqa: E402
+from launch.actions import IncludeLaunchDescription  # noqa: E402
+from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
-from ament_index_python.packages import get_package_share_directory  # noqa: E402
-from launch.actions import IncludeLaunchDescription  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 

@@ -6,9 +6,9 @@ Read from the source (every import statement, wherever it stands), and checked
 once more by importing: loading the node loads nothing of the tools.
 """
 import ast
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -73,7 +73,8 @@ def test_the_top_level_holds_only_the_rooms_and_the_command_aliases():
     loose = sorted(p.name for p in PACKAGE.glob('*.py') if p.name != '__init__.py')
     assert loose == ['demo.py', 'eval.py', 'fit_boxes.py', 'make_dataset.py', 'train.py']
     for name in loose:
-        (module,) = {m for m in imported_modules(PACKAGE / name) if m.startswith('clip_perception')}
+        (module,) = {m for m in imported_modules(PACKAGE / name)
+                     if m.startswith('clip_perception')}
         assert room_of(module) == 'tools', name
     assert imported_modules(PACKAGE / '__init__.py') == set()
 

@@ -1,9 +1,8 @@
 """The evaluator's detection metrics on hand-made cases with known answers."""
 import math
 
-import pytest
-
 from clip_perception.tools.metrics import average_precision, detection_ap, mean_ap
+import pytest
 
 TRUTHS = [[('hammer', (10, 10, 50, 30))],
           [('hammer', (0, 0, 20, 20)), ('wrench', (40, 40, 60, 90))],

@@ -2,16 +2,15 @@
 import json
 import shutil
 
+from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
+from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD
+from clip_perception.engine.model_loading import (load_clip, ModelLoadError, read_image_settings,
+                                                  resolve_device, resolve_precision)
+from clip_perception.engine.preprocess import classification_input, frame_to_device, Normalizer
 import cv2
 import numpy as np
 import pytest
 import torch
-
-from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
-from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD
-from clip_perception.engine.model_loading import (ModelLoadError, load_clip, read_image_settings,
-                                                  resolve_device, resolve_precision)
-from clip_perception.engine.preprocess import Normalizer, classification_input, frame_to_device
 
 CPU = torch.device('cpu')
 

@@ -1,23 +1,21 @@
 """The node in-process over real DDS, with the deterministic colour encoder."""
 import threading
 
+from clip_perception.engine.boxes import pairwise_iou
+from clip_perception.ros import messages
+from clip_perception.ros.messages import box_corners
+from colour_encoder import colour_scene, ColourEncoder
 import cv2
+from diagnostic_msgs.msg import DiagnosticArray
+from node_helpers import image_message, RELIABLE, start_colour_node
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
-
-from clip_perception.ros import messages
-from clip_perception.engine.boxes import pairwise_iou
-
-from clip_perception.ros.messages import box_corners
-from colour_encoder import ColourEncoder, colour_scene
-from node_helpers import RELIABLE, image_message, start_colour_node
 
 # Nodes over DDS, processes: the slow tier (make test runs it, make test-fast does not).
 pytestmark = pytest.mark.slow
@@ -154,7 +152,7 @@ def test_bad_images_are_rejected_with_a_reason_and_the_next_frame_works(
     probe.wait_for(probe.detections, 1)
     assert probe.detections[0].header.frame_id == 'good'
     assert len(probe.detections) == 1  # nothing was published for the bad frame
-    expected = {'mono16': "unsupported encoding 'mono16'", '32FC1': "unsupported encoding",
+    expected = {'mono16': "unsupported encoding 'mono16'", '32FC1': 'unsupported encoding',
                 'yuv422': 'unsupported encoding', 'truncated': 'data has 28800 bytes',
                 'empty 0x0': 'empty image'}[case]
     log = capfd.readouterr().err

@@ -6,22 +6,22 @@
 with a random-weight CLIP of the real architecture, talked to over DDS.
 """
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
+from clip_perception.engine.prompts import DEFAULT_LABELS
+from colour_encoder import colour_scene
+from node_helpers import image_message, RELIABLE
 import pytest
-from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
-
-from clip_perception.engine.prompts import DEFAULT_LABELS
-from colour_encoder import colour_scene
-from node_helpers import RELIABLE, image_message
 
 # Nodes over DDS, processes: the slow tier (make test runs it, make test-fast does not).
 pytestmark = pytest.mark.slow
@@ -127,8 +127,8 @@ def test_sigterm_stops_the_node_cleanly(ros, launched):
 
 @pytest.mark.parametrize('case', ['missing model', 'pickle checkpoint', 'cuda unavailable',
                                   'invalid labels'])
-def test_start_up_errors_give_one_clear_line_and_a_non_zero_exit(tiny_clip_dir, tmp_path,
-                                                                  case):
+def test_start_up_errors_give_one_clear_line_and_a_non_zero_exit(
+        tiny_clip_dir, tmp_path, case):
     if case == 'cuda unavailable':
         import torch
         if torch.cuda.is_available():

@@ -1,11 +1,11 @@
 """The ROS package itself: metadata, colcon install layout, README commands."""
+from pathlib import Path
 import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 

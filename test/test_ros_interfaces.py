@@ -1,17 +1,16 @@
 """The ROS 2 runtime and the vision_msgs interfaces, over real DDS."""
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
+from message_samples import detections_for, sample_image
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 import vision_msgs.msg
 from vision_msgs.msg import Detection2DArray
-
-from message_samples import detections_for, sample_image
 
 # Nodes over DDS, processes: the slow tier (make test runs it, make test-fast does not).
 pytestmark = pytest.mark.slow
@@ -80,9 +79,10 @@ def test_image_and_detections_cross_two_processes(ros):
     """A 640×480 rgb8 Image goes to a peer process, which checks it field by field
     and answers a Detection2DArray that this process checks field by field."""
     count = 3
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(PEER.parents[1]), *filter(None, [os.environ.get('PYTHONPATH')])]))
     peer = subprocess.Popen([sys.executable, str(PEER), '--count', str(count), '--timeout', '60'],
-                            env=os.environ.copy(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         node = ros.node('two_process_test')
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

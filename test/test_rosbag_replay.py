@@ -2,18 +2,17 @@
 (raw CDR as recorded), the node's outputs are recorded into a second bag, and
 that bag is read back and compared field by field with what the frames show.
 """
+from clip_perception.engine.boxes import pairwise_iou
+from clip_perception.ros.messages import box_corners
+from clip_perception.ros.rosbag_io import (BagFrame, BagRecorder, read_messages, typestore,
+                                           write_image_bag)
+from colour_encoder import colour_scene
+from node_helpers import start_colour_node
 import numpy as np
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Classification, Detection2DArray
-
-from clip_perception.engine.boxes import pairwise_iou
-from clip_perception.ros.messages import box_corners
-from clip_perception.ros.rosbag_io import (BagFrame, BagRecorder, read_messages, typestore,
-                                       write_image_bag)
-from colour_encoder import colour_scene
-from node_helpers import start_colour_node
 
 # Nodes over DDS, processes: the slow tier (make test runs it, make test-fast does not).
 pytestmark = pytest.mark.slow
@@ -41,9 +40,8 @@ def test_replayed_bag_gives_the_expected_recorded_detections(ros, input_bag, tmp
     node = start_colour_node(ros)
     player = ros.node('bag_player')
     pub = player.create_publisher(Image, '/image', RELIABLE)
-    recorder = BagRecorder(player, tmp_path / 'output', {'/detections': Detection2DArray,
-                                                          '/classification': Classification},
-                           RELIABLE)
+    outputs = {'/detections': Detection2DArray, '/classification': Classification}
+    recorder = BagRecorder(player, tmp_path / 'output', outputs, RELIABLE)
     assert ros.wait_for_subscribers(pub)
     assert ros.spin_until(lambda: node.detections_pub.get_subscription_count() >= 1)
     replayed = 0

@@ -1,22 +1,23 @@
 """Contrastive training: the loss goes down and the checkpoint loads through the engine."""
 import json
 
+from clip_perception.engine.detector import DetectorSettings, ScoredWindows, ZeroShotDetector
+from clip_perception.engine.model_loading import load_clip
+from clip_perception.engine.prompts import ClassEmbeddings
+from clip_perception.engine.sliding_windows.box_regression import REGRESSOR_FILE
+from clip_perception.engine.sliding_windows.grid import window_grid
+from clip_perception.tools.datasets import read_captions, read_rgb
+from clip_perception.tools.make_dataset import (demo_windows, make_crops, make_hard_crops,
+                                                window_captions)
+from clip_perception.tools.model_building import (build_clip, build_tokenizer, default_corpus,
+                                                  TEST_SIZE)
+from clip_perception.tools.synthetic import make_scene, PlacedObject
+from clip_perception.tools.train import encode_captions, encode_image, encode_tokens
+from clip_perception.tools.train import main as train_main
+from clip_perception.tools.train import symmetric_info_nce
 import numpy as np
 import pytest
 import torch
-
-from clip_perception.engine.sliding_windows.box_regression import REGRESSOR_FILE
-from clip_perception.tools.datasets import read_captions, read_rgb
-from clip_perception.engine.detector import DetectorSettings, ScoredWindows, ZeroShotDetector
-from clip_perception.tools.make_dataset import (demo_windows, make_crops, make_hard_crops,
-                                                window_captions)
-from clip_perception.tools.model_building import TEST_SIZE, build_clip, build_tokenizer, default_corpus
-from clip_perception.engine.model_loading import load_clip
-from clip_perception.engine.prompts import ClassEmbeddings
-from clip_perception.tools.synthetic import PlacedObject, make_scene
-from clip_perception.tools.train import (encode_captions, encode_image, encode_tokens, main as train_main,
-                                   symmetric_info_nce)
-from clip_perception.engine.sliding_windows.grid import window_grid
 
 
 def test_info_nce_is_clip_loss_when_all_pairs_differ_and_shares_duplicates():

@@ -7,23 +7,22 @@
 
 Several frames (several cameras) share one encoder pass.
 """
-import logging
 from dataclasses import dataclass, field, replace
+import logging
 from typing import NamedTuple, Sequence
-
-import numpy as np
-import torch
 
 from clip_perception.engine.boxes import Detection
 from clip_perception.engine.encoder import ImageTextEncoder
-from clip_perception.engine.preprocess import Normalizer, classification_input, frame_to_device
-from clip_perception.engine.prompts import (DEFAULT_BACKGROUND_PROMPTS, DEFAULT_LABELS,
-                                            DEFAULT_PROMPT_TEMPLATES, ClassEmbeddings,
+from clip_perception.engine.preprocess import classification_input, frame_to_device, Normalizer
+from clip_perception.engine.prompts import (ClassEmbeddings, DEFAULT_BACKGROUND_PROMPTS,
+                                            DEFAULT_LABELS, DEFAULT_PROMPT_TEMPLATES,
                                             LabelEmbeddingCache)
 from clip_perception.engine.scoring import class_logits, label_scores
 from clip_perception.engine.sliding_windows.crops import crop_batch
-from clip_perception.engine.sliding_windows.grid import WindowSpec, window_grid
+from clip_perception.engine.sliding_windows.grid import window_grid, WindowSpec
 from clip_perception.engine.sliding_windows.grouping import REFINEMENTS, select_detections
+import numpy as np
+import torch
 
 log = logging.getLogger(__name__)
 

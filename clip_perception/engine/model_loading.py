@@ -10,10 +10,9 @@ import logging
 import os
 from pathlib import Path
 
-import torch
-
 from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD, ClipEncoder, ImageSettings
 from clip_perception.engine.sliding_windows.box_regression import load_box_regressor
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """'auto' is fp16 on CUDA and fp32 on CPU (bf16 on CPU is much slower there)."""
     name = precision.strip().lower()
     if name not in PRECISIONS:
-        raise ModelLoadError(f'precision must be one of {", ".join(PRECISIONS)}, not {precision!r}')
+        raise ModelLoadError(f'precision must be one of {", ".join(PRECISIONS)}, '
+                             f'not {precision!r}')
     if name == 'auto':
         return torch.float16 if device.type == 'cuda' else torch.float32
     if name == 'fp16' and device.type == 'cpu':

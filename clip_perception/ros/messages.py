@@ -3,13 +3,12 @@
 Conventions: class_id is the label text, score is always set, boxes are
 center/size in pixels of the input image, headers are the input's header.
 """
+from clip_perception.engine.boxes import Detection
 import cv2
 import numpy as np
 from sensor_msgs.msg import Image
 from vision_msgs.msg import (Classification, Detection2D, Detection2DArray, LabelInfo,
                              ObjectHypothesis, ObjectHypothesisWithPose, VisionClass)
-
-from clip_perception.engine.boxes import Detection
 
 
 def detection_array(header, detections: list[Detection],

@@ -6,33 +6,33 @@ only convert and park the newest frame of each camera; one inference thread
 takes every parked frame at once (several cameras: one batch), so inference
 never works through a backlog, and each overwritten frame is counted as dropped.
 """
+from dataclasses import dataclass
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
-import rclpy
+from clip_perception.engine.detector import ZeroShotDetector
+from clip_perception.engine.model_loading import load_clip, ModelLoadError
+from clip_perception.ros import messages
+from clip_perception.ros.diagnostics import LatencyWindow, RateMeter
+from clip_perception.ros.image_conversion import (fit_to_pixel_budget, Frame,
+                                                  frame_from_compressed, frame_from_raw,
+                                                  ImageError)
+from clip_perception.ros.parameters import (BY_NAME, check_choices, DETECTOR_PARAMETERS,
+                                            detector_settings, PARAMETERS)
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
+import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
+                       ReliabilityPolicy)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
-
-from clip_perception.ros import messages
-from clip_perception.engine.detector import ZeroShotDetector
-from clip_perception.ros.image_conversion import (Frame, ImageError, fit_to_pixel_budget,
-                                              frame_from_compressed, frame_from_raw)
-from clip_perception.engine.model_loading import ModelLoadError, load_clip
-from clip_perception.ros.parameters import (BY_NAME, DETECTOR_PARAMETERS, PARAMETERS,
-                                        check_choices, detector_settings)
-from clip_perception.ros.diagnostics import LatencyWindow, RateMeter
 
 _TYPES = {
     'string': ParameterType.PARAMETER_STRING,
@@ -50,12 +50,12 @@ def _descriptor(spec) -> ParameterDescriptor:
                                      description=spec.description, read_only=spec.read_only)
     if spec.choices:
         descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
-    if spec.range and spec.kind == 'double':
+    if spec.limits and spec.kind == 'double':
         descriptor.floating_point_range = [FloatingPointRange(
-            from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
-    if spec.range and spec.kind == 'integer':
+            from_value=float(spec.limits[0]), to_value=float(spec.limits[1]), step=0.0)]
+    if spec.limits and spec.kind == 'integer':
         descriptor.integer_range = [IntegerRange(
-            from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=0)]
+            from_value=int(spec.limits[0]), to_value=int(spec.limits[1]), step=0)]
     return descriptor
 
 
@@ -67,6 +67,7 @@ class PendingFrame:
 
 
 class ClipPerceptionNode(Node):
+
     def __init__(self, encoder=None, **node_options):
         """`encoder`: an already loaded encoder (tests); by default the `model`
         parameter is loaded. Raises ModelLoadError or ValueError on bad set-up."""
@@ -90,7 +91,8 @@ class ClipPerceptionNode(Node):
 
         self._pending: dict[str, PendingFrame] = {}
         self._wake = threading.Condition()
-        self.counters = dict(received=0, processed=0, dropped=0, rejected=0, paused=0, failed=0)
+        self.counters = {'received': 0, 'processed': 0, 'dropped': 0, 'rejected': 0,
+                         'paused': 0, 'failed': 0}
         self._input_rate, self._output_rate = RateMeter(), RateMeter()
         self._latency, self._engine_time = LatencyWindow(), LatencyWindow()
 

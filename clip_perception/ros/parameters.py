@@ -25,7 +25,7 @@ class ParameterSpec:
     kind: str  # 'string', 'string_array', 'double', 'double_array', 'integer', 'bool'
     description: str
     read_only: bool = False  # a change needs a restart
-    range: tuple | None = None  # (min, max) inclusive, for double and integer
+    limits: tuple | None = None  # (min, max) inclusive, for double and integer
     choices: tuple[str, ...] = ()
 
 
@@ -50,29 +50,29 @@ PARAMETERS = (
     ParameterSpec('window_aspect_ratios', list(_WINDOWS.aspect_ratios), 'double_array',
                   'Window width/height ratios, each used at every scale'),
     ParameterSpec('window_overlap', _WINDOWS.overlap, 'double',
-                  'Overlap of neighbouring windows of one size', range=(0.0, 0.95)),
+                  'Overlap of neighbouring windows of one size', limits=(0.0, 0.95)),
     ParameterSpec('score_threshold', _DETECTOR.score_threshold, 'double',
                   'Minimum label probability (against labels and background) of a window to '
                   'propose an object',
-                  range=(0.0, 1.0)),
+                  limits=(0.0, 1.0)),
     ParameterSpec('nms_iou', _DETECTOR.nms_iou, 'double',
-                  'IoU above which same-label windows are one object', range=(0.0, 1.0)),
+                  'IoU above which same-label windows are one object', limits=(0.0, 1.0)),
     ParameterSpec('max_detections', _DETECTOR.max_detections, 'integer',
-                  'Most detections per image', range=(1, 1000)),
+                  'Most detections per image', limits=(1, 1000)),
     ParameterSpec('box_refinement', _DETECTOR.box_refinement, 'string',
                   'merge (weighted mean of overlapping windows), intersect (intersection '
-                  'of the object\'s windows) or none (best window)',
+                  "of the object's windows) or none (best window)",
                   choices=REFINEMENTS),
     ParameterSpec('box_regression', _DETECTOR.box_regression, 'bool',
-                  'Move each window onto its object with the model\'s box regressor '
+                  "Move each window onto its object with the model's box regressor "
                   '(box_regressor.safetensors in the model directory) before refinement; '
                   'no effect for a model without one'),
     ParameterSpec('max_batch', _DETECTOR.max_batch, 'integer',
                   'Most crops per forward pass (halved automatically on CUDA OOM)',
-                  range=(1, 4096)),
+                  limits=(1, 4096)),
     ParameterSpec('max_image_pixels', 4096 * 4096, 'integer',
                   'Larger images are downscaled before inference (boxes stay in input '
-                  'pixels)', range=(1024, 2 ** 31 - 1)),
+                  'pixels)', limits=(1024, 2 ** 31 - 1)),
     ParameterSpec('image_reliability', 'best_effort', 'string',
                   'Input QoS reliability: best_effort or reliable (depth 1)', read_only=True,
                   choices=('best_effort', 'reliable')),

@@ -4,10 +4,10 @@ Used by the replay tests and the demo. Replay publishes each message's CDR
 bytes as recorded; recording takes raw CDR from the wire. The node itself
 never imports this module.
 """
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+import sys
+import time
 from typing import Iterable
 
 import numpy as np
@@ -29,7 +29,7 @@ def _vision_msgs_definitions() -> Path:
 
 def typestore():
     """The ROS 2 Kilted typestore of rosbags, plus the installed vision_msgs types."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    from rosbags.typesys import get_types_from_msg, get_typestore, Stores
     store = get_typestore(Stores.ROS2_KILTED)
     share = _vision_msgs_definitions()
     types = {}
@@ -92,7 +92,7 @@ class BagRecorder:
         self._store = typestore()
         self._writer = Writer(Path(path), version=9)
         self._writer.open()
-        self.counts = {topic: 0 for topic in topics}
+        self.counts = dict.fromkeys(topics, 0)
         for topic, msg_type in topics.items():
             msgtype = _msgtype(msg_type)
             connection = self._writer.add_connection(topic, msgtype, typestore=self._store)
@@ -112,4 +112,3 @@ def _msgtype(msg_type) -> str:
     """rclpy message class -> 'package/msg/Name'."""
     module = msg_type.__module__.split('.')[0]
     return f'{module}/msg/{msg_type.__name__}'
-

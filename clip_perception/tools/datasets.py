@@ -16,8 +16,8 @@ Detection scenes — a folder with a COCO-style `annotations.json`:
 `bbox` is COCO's [x, y, width, height] in pixels; images without annotations are
 empty scenes (false-positive checks).
 """
-import json
 from dataclasses import dataclass
+import json
 from pathlib import Path
 
 import cv2

@@ -13,18 +13,11 @@ summary. Exits 0 when every frame was answered and the node stopped cleanly.
 import argparse
 import json
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-import numpy as np
-import rclpy
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import Image
-from vision_msgs.msg import Detection2DArray
 
 from clip_perception.ros.environment import local_graph_environment
 from clip_perception.ros.messages import box_corners
@@ -33,6 +26,12 @@ from clip_perception.tools.assets import DEMO_BAG, DEMO_MODEL, DEMO_PARAMS
 from clip_perception.tools.datasets import write_rgb
 from clip_perception.tools.metrics import match_detections
 from clip_perception.tools.synthetic import make_scene
+import numpy as np
+import rclpy
+from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray
 
 TOPIC = '/camera/image_raw'
 
@@ -67,8 +66,8 @@ def planted_matches(detections, planted) -> int:
 
 def _node_command(params: Path, model: Path) -> list[str]:
     executable = Path(sys.executable).with_name('clip_perception_node')
-    command = [str(executable)] if executable.exists() else [sys.executable, '-m',
-                                                               'clip_perception.ros.node']
+    command = ([str(executable)] if executable.exists()
+               else [sys.executable, '-m', 'clip_perception.ros.node'])
     return command + ['--ros-args', '--params-file', str(params), '-p', f'model:={model}',
                       '-p', 'image_reliability:=reliable', '-r', f'image:={TOPIC}']
 
@@ -152,7 +151,7 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     parser.add_argument('--bag', type=Path, default=DEMO_BAG)
     parser.add_argument('--model', type=Path, default=DEMO_MODEL)
     parser.add_argument('--params', type=Path, default=DEMO_PARAMS)

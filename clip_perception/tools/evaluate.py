@@ -13,12 +13,9 @@ AP@0.5 per label and its mean; false positives on frames without objects.
 The last line printed is `image_accuracy: A ap50: P blank_fp: N`.
 """
 import argparse
-import json
 from dataclasses import replace
+import json
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from clip_perception.engine.detector import ZeroShotDetector
 from clip_perception.engine.model_loading import load_clip
@@ -26,6 +23,8 @@ from clip_perception.engine.preprocess import frame_to_device, resize_bicubic
 from clip_perception.ros.parameters import settings_from_file
 from clip_perception.tools.datasets import read_captions, read_rgb, read_scenes
 from clip_perception.tools.metrics import detection_ap, mean_ap
+import numpy as np
+import torch
 
 
 def crop_accuracy(detector: ZeroShotDetector, items, templates, batch: int = 256):
@@ -57,7 +56,7 @@ def evaluate_scenes(detector: ZeroShotDetector, scenes):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     parser.add_argument('--model', required=True)
     parser.add_argument('--params', type=Path, required=True,
                         help='ROS parameter file the node would run with')

@@ -17,17 +17,16 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
 from clip_perception.engine.boxes import pairwise_iou
 from clip_perception.engine.detector import ZeroShotDetector
 from clip_perception.engine.model_loading import load_clip
-from clip_perception.engine.sliding_windows.box_regression import BoxRegressor, box_deltas
-from clip_perception.engine.sliding_windows.grid import WindowSpec, window_grid
+from clip_perception.engine.sliding_windows.box_regression import box_deltas, BoxRegressor
+from clip_perception.engine.sliding_windows.grid import window_grid, WindowSpec
 from clip_perception.ros.parameters import settings_from_file
 from clip_perception.tools.datasets import read_rgb, read_scenes
+import numpy as np
+import torch
+from tqdm import tqdm
 
 HOLDOUT_EVERY = 10
 
@@ -82,7 +81,7 @@ def mean_iou(boxes: np.ndarray, truths: np.ndarray) -> float:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     parser.add_argument('--model', required=True, help='model directory (or hub id with --out)')
     parser.add_argument('--scenes', type=Path, required=True,
                         help='folder with annotations.json (datasets.py format)')

@@ -17,27 +17,26 @@ scenes (hard-example mining), to fine-tune that model on its own mistakes.
 """
 import argparse
 import collections
+from concurrent.futures import ProcessPoolExecutor
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
-
-import numpy as np
-import torch
-from tqdm import tqdm
 
 from clip_perception.engine.boxes import box_areas, pairwise_intersections
 from clip_perception.engine.preprocess import frame_to_device
 from clip_perception.engine.prompts import DEFAULT_PROMPT_TEMPLATES
 from clip_perception.engine.sliding_windows.crops import crop_pixels
-from clip_perception.engine.sliding_windows.grid import WindowSpec, window_grid
+from clip_perception.engine.sliding_windows.grid import window_grid, WindowSpec
 from clip_perception.ros.parameters import settings_from_file
 from clip_perception.tools.assets import DEMO_PARAMS
 from clip_perception.tools.datasets import (AnnotatedScene, CaptionedImage, write_captions,
                                             write_rgb, write_scenes)
 from clip_perception.tools.model_building import DEMO_SIZE
-from clip_perception.tools.synthetic import FRAME_SIZE, TOOLS, make_scene
+from clip_perception.tools.synthetic import FRAME_SIZE, make_scene, TOOLS
+import numpy as np
+import torch
+from tqdm import tqdm
 
 # Tool captions: the node's prompt templates and one more, so training sees some variety.
 TOOL_CAPTIONS = DEFAULT_PROMPT_TEMPLATES + ('a {} lying on a bench.',)
@@ -263,7 +262,7 @@ def make_scenes(out: Path, count: int, blank: int, seed: int) -> list[AnnotatedS
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     parser.add_argument('kind', choices=('crops', 'scenes', 'hard'))
     parser.add_argument('out', type=Path)
     parser.add_argument('--count', type=int, required=True)

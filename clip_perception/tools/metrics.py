@@ -2,9 +2,8 @@
 as PASCAL VOC 2010+ and COCO's per-threshold AP)."""
 from collections import Counter, defaultdict
 
-import numpy as np
-
 from clip_perception.engine.boxes import pairwise_iou
+import numpy as np
 
 
 def average_precision(scores: np.ndarray, matched: np.ndarray, num_truths: int) -> float:

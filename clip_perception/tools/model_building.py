@@ -50,7 +50,7 @@ VIT_B_32 = ClipSize(224, 32, 768, 12, 12, 512, 12, 8, 512)
 def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1000, max_length: int = 77):
     """A lowercase BPE tokenizer in CLIP's style (end-of-word '</w>', start/end tokens),
     wrapped as CLIPTokenizerFast. The same corpus always gives the same ids."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, Tokenizer
     from transformers import CLIPTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token=UNK, end_of_word_suffix='</w>'))
@@ -114,16 +114,18 @@ def build_clip(tokenizer, size: ClipSize, seed: int = 0):
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    text_config = dict(
-        vocab_size=len(tokenizer), hidden_size=size.text_width,
-        intermediate_size=4 * size.text_width, num_hidden_layers=size.text_layers,
-        num_attention_heads=size.text_heads, max_position_embeddings=size.max_text_tokens,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, hidden_act=size.activation)
-    vision_config = dict(
-        image_size=size.image_size, patch_size=size.patch_size, hidden_size=size.vision_width,
-        intermediate_size=4 * size.vision_width, num_hidden_layers=size.vision_layers,
-        num_attention_heads=size.vision_heads, hidden_act=size.activation)
+    text_config = {
+        'vocab_size': len(tokenizer), 'hidden_size': size.text_width,
+        'intermediate_size': 4 * size.text_width, 'num_hidden_layers': size.text_layers,
+        'num_attention_heads': size.text_heads,
+        'max_position_embeddings': size.max_text_tokens,
+        'bos_token_id': tokenizer.bos_token_id, 'eos_token_id': tokenizer.eos_token_id,
+        'pad_token_id': tokenizer.pad_token_id, 'hidden_act': size.activation}
+    vision_config = {
+        'image_size': size.image_size, 'patch_size': size.patch_size,
+        'hidden_size': size.vision_width, 'intermediate_size': 4 * size.vision_width,
+        'num_hidden_layers': size.vision_layers, 'num_attention_heads': size.vision_heads,
+        'hidden_act': size.activation}
     config = CLIPConfig(text_config=text_config, vision_config=vision_config,
                         projection_dim=size.projection_dim)
     torch.manual_seed(seed)

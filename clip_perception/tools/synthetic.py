@@ -7,13 +7,12 @@ the tight box of its drawn pixels. Scenes add bench textures (wood, steel,
 cutting mat), a lighting gradient, sensor noise and clutter (screws, nuts,
 offcuts) that are not tools.
 """
-import math
 from dataclasses import dataclass, field
-
-import cv2
-import numpy as np
+import math
 
 from clip_perception.engine.prompts import DEFAULT_LABELS
+import cv2
+import numpy as np
 
 # The tools drawn (each has a drawing function below): the node's default labels.
 TOOLS = DEFAULT_LABELS

@@ -26,14 +26,8 @@ model's own size, are what inference sees.
 import argparse
 import json
 import math
-import time
 from pathlib import Path
-
-import cv2
-import numpy as np
-import torch
-import torch.nn.functional as F
-from tqdm import tqdm
+import time
 
 from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
 from clip_perception.engine.encoder import (CLIP_MEAN, CLIP_STD, ClipEncoder, ImageSettings,
@@ -43,9 +37,13 @@ from clip_perception.engine.preprocess import Normalizer
 from clip_perception.engine.prompts import DEFAULT_PROMPT_TEMPLATES
 from clip_perception.tools.datasets import read_captions, read_rgb
 from clip_perception.tools.make_dataset import BACKGROUND_CAPTIONS
-from clip_perception.tools.model_building import (DEMO_SIZE, TEST_SIZE, build_clip,
-                                                  build_tokenizer, default_corpus,
-                                                  save_model_directory)
+from clip_perception.tools.model_building import (build_clip, build_tokenizer, default_corpus,
+                                                  DEMO_SIZE, save_model_directory, TEST_SIZE)
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
 SIZES = {'demo': DEMO_SIZE, 'test': TEST_SIZE}
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -121,7 +119,7 @@ def encode_captions(model, tokens, ids, device):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     parser.add_argument('--data', type=Path, nargs='+', required=True,
                         help='training pairs folder(s), sampled as one set')
     parser.add_argument('--eval-data', type=Path, help='held-out pairs for the probe accuracy')

@@ -3,22 +3,20 @@ against the shared sample, answers a vision_msgs/Detection2DArray on `detections
 
 A received image that differs from the sample is answered with an empty
 detection list whose frame_id names the mismatch, so the test sees why.
-Exits after answering `--count` images or after `--timeout` seconds.
+Exits after answering `--count` images or after `--timeout` seconds. Started with
+test/ on PYTHONPATH (for message_samples).
 """
 import argparse
-import os
 import sys
 import time
 
+from message_samples import detections_for, IMAGE_HEIGHT, image_pixels, IMAGE_WIDTH
 import numpy as np
 import rclpy
 from rclpy.duration import Duration
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from message_samples import detections_for, image_pixels, IMAGE_HEIGHT, IMAGE_WIDTH  # noqa: E402
 
 
 def image_mismatch(msg: Image) -> str:

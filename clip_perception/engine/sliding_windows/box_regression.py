@@ -16,14 +16,14 @@ model's validation scenes AP@0.5 0.59 without regression, 0.66-0.68 linear,
 shipped in the model directory as REGRESSOR_FILE; it is class-agnostic, so it
 does not depend on the label list.
 """
-import json
 from dataclasses import dataclass
+import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+import torch
 
 REGRESSOR_FILE = 'box_regressor.safetensors'
 _FORMAT = 'clip_perception.box_regressor/1'

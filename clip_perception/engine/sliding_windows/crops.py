@@ -7,10 +7,9 @@ operation. Resizing the frame instead of each crop is equivalent up to the
 filter's border taps, and shares the work of overlapping windows.
 Non-square windows are squashed to a square, like the full-frame window.
 """
+from clip_perception.engine.preprocess import Normalizer, resize_bicubic
 import numpy as np
 import torch
-
-from clip_perception.engine.preprocess import Normalizer, resize_bicubic
 
 
 def crop_batch(frame: torch.Tensor, windows: np.ndarray, crop: int,

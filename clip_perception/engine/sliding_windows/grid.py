@@ -4,8 +4,8 @@ Boxes are xyxy in pixels of the original frame (x0, y0 inclusive; x1, y1
 exclusive). Every window lies inside the frame, and the full frame is always
 one of them, so tiny or odd-sized frames still get a window.
 """
-import math
 from dataclasses import dataclass
+import math
 
 import numpy as np
 

@@ -14,11 +14,9 @@ AP@0.5 asks (IoU >= SUPPORT_IOU). A tool is seen by its shifted and rescaled
 windows alike; a part of one tool that a single window happens to name as
 another tool is not, so it scores low.
 """
+from clip_perception.engine.boxes import (box_areas, Detection, pairwise_intersections,
+                                          pairwise_iou, pairwise_overlap_of_smaller, per_label_nms)
 import numpy as np
-
-from clip_perception.engine.boxes import (Detection, box_areas, pairwise_intersections,
-                                          pairwise_iou, pairwise_overlap_of_smaller,
-                                          per_label_nms)
 
 # How a group of windows becomes one box (see select_detections).
 REFINEMENTS = ('merge', 'intersect', 'none')
@@ -83,8 +81,8 @@ def select_detections(boxes: np.ndarray, logits: np.ndarray, labels: tuple[str, 
 
     same_label = label_ids[:, None] == label_ids[None, :]
     iou = pairwise_iou(candidates, candidates)
-    group = connected_groups(same_label & ((iou >= nms_iou) |
-                                           (pairwise_overlap_of_smaller(candidates) >= CONTAINMENT)))
+    one_object = (iou >= nms_iou) | (pairwise_overlap_of_smaller(candidates) >= CONTAINMENT)
+    group = connected_groups(same_label & one_object)
     # The best-ranked box of each group.
     order = np.lexsort((-ranks, group))
     leaders = order[np.r_[True, group[order][1:] != group[order][:-1]]]
@@ -97,8 +95,8 @@ def select_detections(boxes: np.ndarray, logits: np.ndarray, labels: tuple[str, 
         weights = members * scores[None, :]
         out_boxes = weights @ candidates / weights.sum(axis=1, keepdims=True)
     elif refinement == 'intersect':
-        out_boxes = np.stack([_robust_intersection(candidates[group == group[leader]], out_boxes[i])
-                              for i, leader in enumerate(leaders)])
+        out_boxes = np.stack([_robust_intersection(candidates[group == group[leader]], box)
+                              for box, leader in zip(out_boxes, leaders)])
     support = _support(out_boxes, candidate[leaders], boxes, probabilities, label_ids[leaders])
     # Equal support (a lone box, say) falls back to the leaders' ranking.
     order = np.lexsort((-ranks[leaders], -support))
