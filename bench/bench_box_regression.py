@@ -1,4 +1,7 @@
-"""What the box regressor costs per frame: the demo model on synthetic 320×240 frames
+"""
+Benchmark the box regressor's cost per frame.
+
+What the box regressor costs per frame: the demo model on synthetic 320×240 frames
 with `box_regression` off (the baseline) and on, alternating, in one process.
 
     .venv/bin/python bench/bench_box_regression.py [--frames 6] [--repeats 3]

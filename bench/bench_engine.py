@@ -1,4 +1,5 @@
-"""Engine benchmark: the batched engine against the seed-style loop, same process.
+"""
+Engine benchmark: the batched engine against the seed-style loop, same process.
 
 Model: the ViT-B/32 architecture of openai/clip-vit-base-patch32 with random
 weights (same compute as the released weights, no download). Both sides see
@@ -35,7 +36,7 @@ GFLOPS_PER_CROP = 4.4
 
 
 def workbench_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A deterministic frame with some structure (random weights make content moot)."""
+    """Return a deterministic frame with some structure (random weights make content moot)."""
     import cv2
     rng = np.random.default_rng(seed)
     frame = np.full((height, width, 3), (150, 120, 90), np.uint8)
@@ -55,7 +56,7 @@ def build_encoder(device: torch.device, dtype: torch.dtype) -> ClipEncoder:
 
 def seed_loop(encoder: ClipEncoder, processor, frame: np.ndarray, windows: np.ndarray,
               class_matrix: torch.Tensor) -> np.ndarray:
-    """The seeds' way: one crop, one preprocessing call, one forward pass at a time."""
+    """Score the windows the seeds' way: one crop, preprocessing call and forward pass each."""
     from PIL import Image
     rows = []
     with torch.inference_mode():

@@ -1,4 +1,5 @@
-"""Node overhead: image message in -> detections out, minus the engine's own time.
+"""
+Node overhead: image message in -> detections out, minus the engine's own time.
 
 Runs the real node in-process over DDS (Fast DDS, LARGE_DATA transports,
 localhost) with the ViT-B/32 architecture (random weights). A probe publishes

@@ -1,4 +1,5 @@
-"""clip_perception: zero-shot CLIP detection for ROS 2.
+"""
+clip_perception: zero-shot CLIP detection for ROS 2.
 
 Three rooms, imports only downward (a test enforces it):
 

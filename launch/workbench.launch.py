@@ -1,4 +1,5 @@
-"""Start clip_perception on a workbench camera.
+"""
+Start clip_perception on a workbench camera.
 
     ros2 launch clip_perception workbench.launch.py image_topic:=/camera/image_raw
 

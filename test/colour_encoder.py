@@ -1,4 +1,5 @@
-"""A deterministic stand-in for CLIP's two towers, for testing localization.
+"""
+A deterministic stand-in for CLIP's two towers, for testing localization.
 
 Image embedding: for each colour prototype, the fraction of the crop's pixels
 nearest to it. Text embedding: which colour words the text names. So a crop
@@ -26,7 +27,7 @@ COLOUR_SETTINGS = DetectorSettings(
 
 
 def colour_scene(height=120, width=160, squares=()):
-    """A grey H×W×3 uint8 RGB frame with filled squares: (colour name, x0, y0, x1, y1)."""
+    """Draw a grey H×W×3 uint8 RGB frame with filled squares: (colour, x0, y0, x1, y1)."""
     frame = np.empty((height, width, 3), np.uint8)
     frame[:] = COLOURS['grey']
     for name, x0, y0, x1, y1 in squares:
@@ -37,9 +38,13 @@ def colour_scene(height=120, width=160, squares=()):
 class ColourEncoder:
 
     def __init__(self, crop: int = 32, logit_scale: float = 100.0, delay_sec: float = 0.0):
-        """delay_sec: simulated inference time per encoder call; `gate`, when set to an
+        """
+        Set up the double.
+
+        delay_sec: simulated inference time per encoder call; `gate`, when set to an
         unset threading.Event, holds every call until it is set; `calls_started`
-        counts the image-encoder calls entered (held ones included)."""
+        counts the image-encoder calls entered (held ones included).
+        """
         self.delay_sec = delay_sec
         self.gate = None
         self.calls_started = 0

@@ -1,4 +1,5 @@
-"""Test-wide ROS 2 isolation and fixtures shared by every test module.
+"""
+Test-wide ROS 2 isolation and fixtures shared by every test module.
 
 The test process takes the environment of a graph kept to this machine
 (clip_perception.ros.environment) with a ROS_DOMAIN_ID of its own per run (and
@@ -28,7 +29,7 @@ from ros_helpers import RosTestContext  # noqa: E402  (after the environment is 
 
 @pytest.fixture
 def ros():
-    """A fresh rclpy context on this run's domain, with an executor; shut down after."""
+    """Give a fresh rclpy context on this run's domain, with an executor; shut down after."""
     helper = RosTestContext(domain_id=int(os.environ['ROS_DOMAIN_ID']))
     try:
         yield helper
@@ -38,7 +39,10 @@ def ros():
 
 @pytest.fixture(scope='session')
 def tiny_clip_dir(tmp_path_factory):
-    """A random-init CLIP of the real architecture (tiny sizes), saved like a released
-    checkpoint, with a BPE tokenizer built here (no download)."""
+    """
+    Build a random-init CLIP of the real architecture (tiny sizes), once per run.
+
+    Saved like a released checkpoint, with a BPE tokenizer built here (no download).
+    """
     from clip_perception.tools.model_building import build_random_model_directory
     return build_random_model_directory(tmp_path_factory.mktemp('tiny_clip') / 'model')

@@ -7,7 +7,7 @@ IMAGE_WIDTH, IMAGE_HEIGHT = 640, 480
 
 
 def image_pixels(width: int = IMAGE_WIDTH, height: int = IMAGE_HEIGHT) -> np.ndarray:
-    """An RGB test pattern (H×W×3 uint8) in which every row and column differs."""
+    """Return an RGB test pattern (H×W×3 uint8) in which every row and column differs."""
     y, x = np.mgrid[0:height, 0:width]
     return np.stack([x % 256, y % 256, (x + 3 * y) % 251], axis=-1).astype(np.uint8)
 
@@ -26,7 +26,7 @@ def sample_image(seq: int) -> Image:
 
 
 def detections_for(image: Image) -> Detection2DArray:
-    """What the peer answers for a received image: two boxes, header copied."""
+    """Build what the peer answers for a received image: two boxes, header copied."""
     out = Detection2DArray()
     out.header = image.header
     for index, (label, score) in enumerate([('hammer', 0.875), ('tape measure', 0.5)]):

@@ -17,7 +17,7 @@ COLOUR_PARAMETERS = {
 
 
 def image_message(pixels, frame_id='camera', stamp_sec=100, encoding='rgb8', padding=0):
-    """An Image from H×W×C uint8 `pixels` already in `encoding`'s channel order."""
+    """Build an Image from H×W×C uint8 `pixels` already in `encoding`'s channel order."""
     height, width = pixels.shape[:2]
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     msg = Image(height=height, width=width, encoding=encoding, is_bigendian=0,
@@ -32,7 +32,7 @@ def image_message(pixels, frame_id='camera', stamp_sec=100, encoding='rgb8', pad
 
 
 def start_colour_node(ros, encoder=None, **overrides):
-    """A ClipPerceptionNode on `ros`'s context with the colour encoder and parameters."""
+    """Start a ClipPerceptionNode on `ros`'s context with the colour encoder."""
     values = {**COLOUR_PARAMETERS, **overrides}
     node = ClipPerceptionNode(encoder=encoder or ColourEncoder(), context=ros.context,
                               parameter_overrides=[Parameter(k, value=v)

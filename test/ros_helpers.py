@@ -1,4 +1,5 @@
-"""rclpy helpers for tests: a private context, spinning until a condition, matching.
+"""
+rclpy helpers for tests: a private context, spinning until a condition, matching.
 
 Waiting is always for a condition with a deadline, never a fixed sleep.
 """

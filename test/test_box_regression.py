@@ -1,5 +1,9 @@
-"""Box regression: the deltas, the fit, the file in the model directory, the
-detector moving its windows, and the fitting command on the real architecture."""
+"""
+Box regression, from the deltas to the fitting command.
+
+Box regression: the deltas, the fit, the file in the model directory, the
+detector moving its windows, and the fitting command on the real architecture.
+"""
 from dataclasses import replace
 import json
 import shutil
@@ -56,7 +60,7 @@ def test_the_fitted_regressor_learns_a_nonlinear_map_deterministically(one_threa
 
 
 def _shift_right(dim: int, dx: float = 0.25) -> BoxRegressor:
-    """A regressor that moves every window right by dx of its width."""
+    """Build a regressor that moves every window right by dx of its width."""
     return BoxRegressor({'hidden.weight': torch.zeros(2, dim), 'hidden.bias': torch.zeros(2),
                          'out.weight': torch.zeros(4, 2),
                          'out.bias': torch.tensor([dx, 0.0, 0.0, 0.0])}, {'what': 'test'})

@@ -1,5 +1,9 @@
-"""One configuration source: declared parameters, config/workbench.yaml, the README
-table and the launch file agree."""
+"""
+One configuration source.
+
+Declared parameters, config/workbench.yaml, the README table and the launch
+file agree.
+"""
 import ast
 from pathlib import Path
 import re
@@ -19,7 +23,7 @@ LAUNCH_ARGUMENTS = {'image_topic': '/camera/image_raw', 'params_file': None, 'mo
 
 
 def yaml_type(value) -> str:
-    """The ROS parameter type a YAML value is read as."""
+    """Return the ROS parameter type a YAML value is read as."""
     if isinstance(value, bool):
         return 'bool'
     if isinstance(value, int):
@@ -95,8 +99,11 @@ def test_launch_file_starts_the_node_with_the_package_config():
 
 
 def test_the_demo_configuration_matches_how_the_demo_model_was_trained():
-    """The demo's windows are read from config/demo.yaml by the data writer; its
-    prompts must be captions the model was trained on."""
+    """
+    Check the demo's prompts against the captions the model was trained on.
+
+    The demo's windows are read from config/demo.yaml by the data writer.
+    """
     values = read_parameters_file(DEMO_PARAMS)
     assert set(values) <= set(BY_NAME)
     for name, value in values.items():

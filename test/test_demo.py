@@ -1,9 +1,11 @@
-"""The bundled demo model on the bundled bag, through the node over DDS.
+"""
+The bundled demo model on the bundled bag, through the node over DDS.
 
 Pinned behaviour: nothing on the empty frames, and at least FOUND_AT_LEAST of
 the planted tools found (right label, IoU >= 0.5). The model (with its box
 regressor) finds 15 of the 17 today; the issue's goal (all of them, AP >= 0.7)
-is not reached yet, see models/workbench_demo/MODEL.md. `make demo`'s command runs end to end."""
+is not reached yet, see models/workbench_demo/MODEL.md. `make demo`'s command runs end to end.
+"""
 import json
 import subprocess
 import sys

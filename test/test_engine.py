@@ -1,4 +1,5 @@
-"""The ROS-free engine: window grid, batched crops, scoring, thresholds, NMS.
+"""
+The ROS-free engine: window grid, batched crops, scoring, thresholds, NMS.
 
 Localization behaviour is tested with a deterministic colour encoder (see
 colour_encoder.py), so these tests do not depend on what a CLIP model learned.

@@ -1,4 +1,5 @@
-"""launch_testing test of workbench.launch.py (upstream launch_testing API).
+"""
+launch_testing test of workbench.launch.py (upstream launch_testing API).
 
 Runs under `colcon test` / `launch_test` on a ROS 2 install; skipped where
 launch_testing is not installed. It launches the package's launch file with a

@@ -1,4 +1,5 @@
-"""The package's three rooms and the imports between them.
+"""
+The package's three rooms and the imports between them.
 
 engine: never the ROS adapter, the tools or any ROS package; ros: the engine
 only; tools: both. The python -m aliases at the top level name a tool each.
@@ -23,8 +24,12 @@ ROS_PACKAGES = {'rclpy', 'rcl_interfaces', 'sensor_msgs', 'std_msgs', 'std_srvs'
 
 
 def imported_modules(path: Path, package: str = '') -> set[str]:
-    """Every module an import statement in `path` names (relative imports resolved
-    against `package`, default: where `path` lies in clip_perception)."""
+    """
+    List every module an import statement in `path` names.
+
+    Relative imports are resolved against `package` (default: where `path` lies
+    in clip_perception).
+    """
     tree = ast.parse(path.read_text(), str(path))
     package = package or '.'.join(path.relative_to(PACKAGE.parent).with_suffix('').parts[:-1])
     names = set()
@@ -49,7 +54,7 @@ def room_of(module: str) -> str | None:
 
 
 def violations(room: str, paths, package: str = '') -> list[str]:
-    """The imports of `paths` (modules of `room`) that break the rule."""
+    """List the imports of `paths` (modules of `room`) that break the rule."""
     wrong = []
     for path in paths:
         for module in imported_modules(path, package):

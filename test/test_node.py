@@ -55,7 +55,7 @@ class Probe:
             f'{len(outputs)} of {count} messages arrived'
 
     def frame_counts(self) -> dict[str, int]:
-        """The frames_* counters of the node's latest /diagnostics ({} before the first)."""
+        """Return the frames_* counters of the node's latest /diagnostics ({} before any)."""
         if not self.diagnostics:
             return {}
         values = _values(self.diagnostics[-1])

@@ -1,4 +1,5 @@
-"""The node as its own process, started the way the launch file starts it:
+"""
+The node as its own process, started the way the launch file starts it.
 
     clip_perception_node --ros-args --params-file config/workbench.yaml \
         -p model:=<dir> -r image:=/camera/image_raw

@@ -47,7 +47,7 @@ def test_type_hash_matches_upstream_on_the_wire(ros, type_name):
 
 
 def test_installed_interface_descriptions_carry_upstream_hashes():
-    """rosidl's share/vision_msgs/msg/*.json agree too (what rosbag2 records)."""
+    """The installed share/vision_msgs/msg/*.json agree too (what rosbag2 records)."""
     from ament_index_python.packages import get_package_share_directory
     share = Path(get_package_share_directory('vision_msgs')) / 'msg'
     for type_name, expected in UPSTREAM_TYPE_HASHES.items():
@@ -76,8 +76,12 @@ def assert_detections_equal(got: Detection2DArray, expected: Detection2DArray) -
 
 
 def test_image_and_detections_cross_two_processes(ros):
-    """A 640×480 rgb8 Image goes to a peer process, which checks it field by field
-    and answers a Detection2DArray that this process checks field by field."""
+    """
+    Two processes exchange an image and detections, checked field by field.
+
+    A 640×480 rgb8 Image goes to a peer process, which checks it field by field
+    and answers a Detection2DArray that this process checks field by field.
+    """
     count = 3
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(PEER.parents[1]), *filter(None, [os.environ.get('PYTHONPATH')])]))

@@ -1,4 +1,7 @@
-"""Rosbag replay: a rosbag2 of camera frames is replayed into the node over DDS
+"""
+Rosbag replay, recorded and compared field by field.
+
+Rosbag replay: a rosbag2 of camera frames is replayed into the node over DDS
 (raw CDR as recorded), the node's outputs are recorded into a second bag, and
 that bag is read back and compared field by field with what the frames show.
 """

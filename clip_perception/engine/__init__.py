@@ -1,4 +1,5 @@
-"""The detection engine: frames in, classification and boxes out; never imports rclpy.
+"""
+The detection engine: frames in, classification and boxes out; never imports rclpy.
 
 The pipeline, one module per step::
 

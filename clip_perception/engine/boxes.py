@@ -1,4 +1,5 @@
-"""Detections and box geometry: intersections, IoU, per-label NMS.
+"""
+Detections and box geometry: intersections, IoU, per-label NMS.
 
 All boxes are xyxy float pixels of the original frame (x0, y0 inclusive; x1,
 y1 exclusive).
@@ -11,10 +12,13 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Detection:
-    """One located object. `box` is (x0, y0, x1, y1) in pixels of the input image;
-    `score` is the label's softmax probability against all labels and background
-    prompts, averaged over the windows framing the box (see
-    sliding_windows.grouping)."""
+    """
+    One located object.
+
+    `box` is (x0, y0, x1, y1) in pixels of the input image; `score` is the label's softmax
+    probability against all labels and background prompts, averaged over the windows
+    framing the box (see sliding_windows.grouping).
+    """
 
     label: str
     score: float
@@ -54,7 +58,7 @@ def pairwise_overlap_of_smaller(boxes: np.ndarray) -> np.ndarray:
 
 def per_label_nms(boxes: np.ndarray, ranks: np.ndarray, label_ids: np.ndarray,
                   iou_threshold: float) -> np.ndarray:
-    """Indices kept by greedy NMS within each label (OpenCV), best rank first."""
+    """Run greedy NMS within each label (OpenCV): the indices kept, best rank first."""
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
     keep = cv2.dnn.NMSBoxesBatched(
         xywh.tolist(), ranks.astype(np.float32).tolist(), label_ids.astype(np.int32).tolist(),

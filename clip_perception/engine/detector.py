@@ -1,4 +1,5 @@
-"""Zero-shot detection: frames in, classification and boxes out.
+"""
+Zero-shot detection: frames in, classification and boxes out.
 
     frame (uint8 H×W×3) -> device tensor -> window grid -> crop batch
       -> one batched image-encoder pass -> logits against cached label and
@@ -58,8 +59,12 @@ class DetectorSettings:
 
 @dataclass(frozen=True)
 class FrameResult:
-    """classification: (label, score) for every label, best first (softmax over labels
-    of the whole image, CLIP-preprocessed). detections: best first."""
+    """
+    What the detector found in one frame.
+
+    classification: (label, score) for every label, best first (softmax over labels
+    of the whole image, CLIP-preprocessed). detections: best first.
+    """
 
     classification: list[tuple[str, float]]
     detections: list[Detection]
@@ -67,11 +72,15 @@ class FrameResult:
 
 
 class ScoredWindows(NamedTuple):
-    """One frame's encoder pass. whole_image: label scores [L] of the whole image;
-    windows: [N, 4] int xyxy; embeddings: [N, D] their L2-normalized image
-    embeddings (on the encoder's device); logits: [N, K] over the labels then the
-    background prompts; boxes: [N, 4] float xyxy, the windows moved by the box
-    regressor (the windows themselves without one, or with box_regression off)."""
+    """
+    One frame's encoder pass.
+
+    whole_image: label scores [L] of the whole image; windows: [N, 4] int xyxy; embeddings:
+    [N, D] their L2-normalized image embeddings (on the encoder's device); logits: [N, K]
+    over the labels then the background prompts; boxes: [N, 4] float xyxy, the windows
+    moved by the box regressor (the windows themselves without one, or with box_regression
+    off).
+    """
 
     whole_image: np.ndarray
     windows: np.ndarray
@@ -94,8 +103,12 @@ class ZeroShotDetector:
         self.class_embeddings()  # validate the prompts and encode them now, not per frame
 
     def update(self, **changes) -> DetectorSettings:
-        """Replace settings (labels, thresholds, …). Invalid values raise ValueError
-        and leave the detector as it was; prompts are re-encoded once, here."""
+        """
+        Replace settings (labels, thresholds, …).
+
+        Invalid values raise ValueError and leave the detector as it was; prompts are
+        re-encoded once, here.
+        """
         candidate = replace(self.settings, **changes)
         self._text_cache.get(candidate.labels, candidate.prompt_templates,
                              candidate.background_prompts)
@@ -114,8 +127,11 @@ class ZeroShotDetector:
 
     def detect_batch(self, frames: Sequence[np.ndarray],
                      bgr: bool | Sequence[bool] = False) -> list[FrameResult]:
-        """Several frames, possibly of different sizes, in one batched encoder pass.
-        `bgr`: one flag for all frames or one per frame."""
+        """
+        Several frames, possibly of different sizes, in one batched encoder pass.
+
+        `bgr`: one flag for all frames or one per frame.
+        """
         s = self.settings
         labels = self.class_embeddings().labels
         results = []
@@ -135,8 +151,12 @@ class ZeroShotDetector:
 
     def score_windows(self, frames: Sequence[np.ndarray], bgr: bool | Sequence[bool] = False,
                       windows: Sequence[np.ndarray] | None = None) -> list[ScoredWindows]:
-        """Per frame, from one batched encoder pass: its ScoredWindows. `windows`: per
-        frame the [N, 4] int xyxy windows to score instead of the grid of the settings."""
+        """
+        Score the windows of several frames in one batched encoder pass.
+
+        Per frame, from one batched encoder pass: its ScoredWindows. `windows`: per
+        frame the [N, 4] int xyxy windows to score instead of the grid of the settings.
+        """
         image = self.encoder.settings
         classes = self.class_embeddings()
         flags = [bgr] * len(frames) if isinstance(bgr, bool) else list(bgr)
@@ -167,9 +187,13 @@ class ZeroShotDetector:
         return out
 
     def classify_crops(self, crops: torch.Tensor) -> tuple[list[str], np.ndarray]:
-        """[N, 3, crop, crop] pixels 0..255 (any device, uint8 or float) -> per crop the
+        """
+        Classify crops as the detector decides a window.
+
+        [N, 3, crop, crop] pixels 0..255 (any device, uint8 or float) -> per crop the
         best class and its probability [N], decided as a window is: against every label
-        (prompt ensemble) and every background prompt. A background prompt is named ''."""
+        (prompt ensemble) and every background prompt. A background prompt is named ''.
+        """
         classes = self.class_embeddings()
         embeddings = self.encode_images(self._normalize(crops.to(self.encoder.device).float()))
         probabilities = class_logits(embeddings, classes.matrix,

@@ -1,4 +1,5 @@
-"""The two CLIP towers behind one small interface the detector relies on.
+"""
+The two CLIP towers behind one small interface the detector relies on.
 
 Anything with the same attributes and methods can stand in for it (the tests
 use a deterministic colour encoder); the detector never touches transformers.
@@ -47,8 +48,12 @@ def projected(output) -> torch.Tensor:
 
 
 class ClipEncoder:
-    """A transformers CLIPModel and its tokenizer, in eval mode on one device, and the
-    box regressor fitted to its image embeddings when the model directory has one."""
+    """
+    A transformers CLIPModel and its tokenizer, in eval mode on one device.
+
+    With the box regressor fitted to its image embeddings, when the model directory
+    has one.
+    """
 
     def __init__(self, model, tokenizer, settings, name: str = '', box_regressor=None):
         self.model = model

@@ -1,4 +1,5 @@
-"""Load a CLIP model (Hugging Face id or local directory) onto a device.
+"""
+Load a CLIP model (Hugging Face id or local directory) onto a device.
 
 Weights are read from safetensors only, remote code is never trusted, and a
 model that is not available locally fails with a message naming what is
@@ -62,7 +63,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 
 def resolve_model_directory(model: str) -> Path:
-    """A local directory as is; a hub id through the local cache (or the hub if online)."""
+    """Find a model: a local directory as is, a hub id through the local cache (or the hub)."""
     path = Path(model).expanduser()
     if path.is_dir():
         return path
@@ -107,8 +108,12 @@ def _check_model_files(directory: Path) -> None:
 
 
 def read_image_settings(directory: Path, vision_image_size: int) -> ImageSettings:
-    """From preprocessor_config.json (released checkpoints) or processor_config.json
-    (transformers 5 writes the image processor nested), else CLIP's defaults."""
+    """
+    Read a model's image preprocessing settings.
+
+    From preprocessor_config.json (released checkpoints) or processor_config.json
+    (transformers 5 writes the image processor nested), else CLIP's defaults.
+    """
     config = {}
     if (directory / 'preprocessor_config.json').is_file():
         config = json.loads((directory / 'preprocessor_config.json').read_text())

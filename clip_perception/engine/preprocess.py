@@ -1,4 +1,5 @@
-"""Frames to normalized CLIP input, on the model's device.
+"""
+Frames to normalized CLIP input, on the model's device.
 
 The frame goes to the device once as uint8; every resize, crop and
 normalization after that runs there. Equivalent to CLIPImageProcessor
@@ -22,7 +23,8 @@ def frame_to_device(frame: np.ndarray, device: torch.device, bgr: bool = False) 
 
 
 def resize_bicubic(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """[C, H, W] or [N, C, H, W] -> float32 [.., height, width] in 0..255.
+    """
+    [C, H, W] or [N, C, H, W] -> float32 [.., height, width] in 0..255.
 
     Antialiased like PIL when shrinking, rounded to integers like PIL's uint8 output.
     """

@@ -1,4 +1,5 @@
-"""Prompts and the label-embedding cache.
+"""
+Prompts and the label-embedding cache.
 
 A label's embedding is the mean of its L2-normalized template embeddings,
 renormalized (prompt ensembling, as in CLIP's zero-shot evaluation). Background
@@ -73,7 +74,7 @@ class ClassEmbeddings:
 
     @property
     def column_labels(self) -> list[str]:
-        """What each matrix row names: its label, or '' for a background prompt."""
+        """Name what each matrix row stands for: its label, or '' for a background prompt."""
         return list(self.labels) + [''] * len(self.background_prompts)
 
 

@@ -1,4 +1,5 @@
-"""The environment of a ROS 2 graph kept to this machine: tests, the demo, benchmarks.
+"""
+The environment of a ROS 2 graph kept to this machine: tests, the demo, benchmarks.
 
 The variables are read when rclpy starts a context (and by child processes), so
 a program applies them before `rclpy.init`, and only where it chooses to:
@@ -11,7 +12,8 @@ from typing import Mapping
 
 def local_graph_environment(domain_id: int | None = None,
                             base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A copy of `base` (default: os.environ) for a ROS graph on this machine only.
+    """
+    Return a copy of `base` (default: os.environ) for a ROS graph on this machine only.
 
     - ROS_DOMAIN_ID: `domain_id`; without one, the domain already set, else one
       derived from the process id (1..100, distinct UDP port ranges);

@@ -1,4 +1,5 @@
-"""sensor_msgs/Image and CompressedImage payloads to frames the engine takes.
+"""
+sensor_msgs/Image and CompressedImage payloads to frames the engine takes.
 
 No cv_bridge (a ROS 2 build is not always available): raw images are viewed in
 place with numpy, respecting the row `step` padding; compressed ones are
@@ -26,8 +27,12 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class Frame:
-    """pixels: H×W×3 uint8, RGB or (bgr=True) BGR. scale: (x, y) inference pixels per
-    input pixel (< 1 when a large image was downscaled); boxes are divided by it."""
+    """
+    A frame for the engine, and how it maps back to the input image.
+
+    pixels: H×W×3 uint8, RGB or (bgr=True) BGR. scale: (x, y) inference pixels per
+    input pixel (< 1 when a large image was downscaled); boxes are divided by it.
+    """
 
     pixels: np.ndarray
     bgr: bool
@@ -35,7 +40,7 @@ class Frame:
 
 
 def frame_from_raw(height: int, width: int, encoding: str, step: int, data) -> Frame:
-    """A zero-copy view of an uncompressed image (a copy only for mono8 and alpha)."""
+    """View an uncompressed image without copying (a copy only for mono8 and alpha)."""
     channels = ENCODINGS.get(encoding)
     if channels is None:
         raise ImageError(f'unsupported encoding {encoding!r} '

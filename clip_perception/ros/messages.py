@@ -1,4 +1,5 @@
-"""Engine results to ROS messages (vision_msgs 4.x, sensor_msgs), and the debug overlay.
+"""
+Engine results to ROS messages (vision_msgs 4.x, sensor_msgs), and the debug overlay.
 
 Conventions: class_id is the label text, score is always set, boxes are
 center/size in pixels of the input image, headers are the input's header.
@@ -32,7 +33,7 @@ def detection_array(header, detections: list[Detection],
 
 
 def box_corners(detection) -> tuple[float, float, float, float]:
-    """A Detection2D's bbox (center/size) as x0, y0, x1, y1 pixels."""
+    """Return a Detection2D's bbox (center/size) as x0, y0, x1, y1 pixels."""
     c, w, h = detection.bbox.center.position, detection.bbox.size_x, detection.bbox.size_y
     return c.x - w / 2, c.y - h / 2, c.x + w / 2, c.y + h / 2
 
@@ -50,7 +51,7 @@ def label_info(header, labels, threshold: float) -> LabelInfo:
 
 
 def debug_image(header, pixels: np.ndarray, bgr: bool, detections: Detection2DArray) -> Image:
-    """The input (as rgb8) with each detection's box, label and score drawn."""
+    """Draw each detection's box, label and score on the input (as rgb8)."""
     canvas = np.ascontiguousarray(pixels[:, :, ::-1] if bgr else pixels)
     thickness = max(1, round(min(canvas.shape[:2]) / 240))
     for det in detections.detections:
@@ -67,7 +68,7 @@ def debug_image(header, pixels: np.ndarray, bgr: bool, detections: Detection2DAr
 
 
 def _label_colour(label: str) -> tuple[int, int, int]:
-    """A stable, saturated colour per label."""
+    """Return a stable, saturated colour per label."""
     hue = (sum(map(ord, label)) * 37) % 180
     hsv = np.uint8([[[hue, 220, 255]]])
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])

@@ -1,4 +1,5 @@
-"""clip_perception node: camera images in, vision_msgs detections out.
+"""
+clip_perception node: camera images in, vision_msgs detections out.
 
 A thin adapter: parameters, subscriptions, conversions and publishing. All
 tensor work happens in the engine (`ZeroShotDetector`). Subscription callbacks
@@ -69,8 +70,12 @@ class PendingFrame:
 class ClipPerceptionNode(Node):
 
     def __init__(self, encoder=None, **node_options):
-        """`encoder`: an already loaded encoder (tests); by default the `model`
-        parameter is loaded. Raises ModelLoadError or ValueError on bad set-up."""
+        """
+        Declare the parameters, load the model, create the interfaces.
+
+        `encoder`: an already loaded encoder (tests); by default the `model`
+        parameter is loaded. Raises ModelLoadError or ValueError on bad set-up.
+        """
         super().__init__('clip_perception', **node_options)
         for spec in PARAMETERS:
             if spec.kind == 'string_array' and not spec.default:

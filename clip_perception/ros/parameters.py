@@ -1,4 +1,5 @@
-"""The node's parameters, declared once: name, default, type, range, description.
+"""
+The node's parameters, declared once: name, default, type, range, description.
 
 The node declares exactly these (with ROS descriptors), config/workbench.yaml
 sets them, and the README table lists them; a test checks all three agree.
@@ -101,8 +102,11 @@ DETECTOR_PARAMETERS = _SETTINGS_FIELDS + tuple(_WINDOW_FIELDS)
 
 
 def check_choices(values: dict) -> None:
-    """ValueError naming the first value that is not one of its parameter's choices
-    (for the parameters the engine does not check itself: detector_settings does)."""
+    """
+    Raise ValueError naming the first value that is not one of its choices.
+
+    For the parameters the engine does not check itself (detector_settings does).
+    """
     for name, value in values.items():
         choices = BY_NAME[name].choices
         if choices and value not in choices:
@@ -121,7 +125,7 @@ def detector_settings(values: dict) -> DetectorSettings:
 
 
 def read_parameters_file(path, node_name: str = 'clip_perception') -> dict:
-    """The parameters a ROS parameter YAML gives `node_name` (`/**` entries included)."""
+    """Read the parameters a ROS parameter YAML gives `node_name` (`/**` entries included)."""
     import yaml
     with open(path) as stream:
         document = yaml.safe_load(stream) or {}
@@ -132,7 +136,7 @@ def read_parameters_file(path, node_name: str = 'clip_perception') -> dict:
 
 
 def settings_from_file(path) -> DetectorSettings:
-    """DetectorSettings of a parameters file, defaults for what it leaves out."""
+    """Read the DetectorSettings of a parameters file, defaults for what it leaves out."""
     values = {name: BY_NAME[name].default for name in DETECTOR_PARAMETERS}
     values.update({k: v for k, v in read_parameters_file(path).items()
                    if k in DETECTOR_PARAMETERS})

@@ -1,4 +1,5 @@
-"""rosbag2 files without rosbag2: write, replay and record them with `rosbags`.
+"""
+rosbag2 files without rosbag2: write, replay and record them with `rosbags`.
 
 Used by the replay tests and the demo. Replay publishes each message's CDR
 bytes as recorded; recording takes raw CDR from the wire. The node itself
@@ -18,8 +19,12 @@ VISION_MSGS_TYPES = ('Point2D', 'Pose2D', 'BoundingBox2D', 'ObjectHypothesis',
 
 
 def _vision_msgs_definitions() -> Path:
-    """share/vision_msgs/msg of the installed vision_msgs (the ament index, or the
-    Python environment's prefix where the PyPI ROS wheels live)."""
+    """
+    Find the .msg files of the installed vision_msgs.
+
+    share/vision_msgs/msg through the ament index, or the Python environment's
+    prefix where the PyPI ROS wheels live.
+    """
     from ament_index_python.packages import get_package_share_directory
     try:
         return Path(get_package_share_directory('vision_msgs')) / 'msg'
@@ -28,7 +33,7 @@ def _vision_msgs_definitions() -> Path:
 
 
 def typestore():
-    """The ROS 2 Kilted typestore of rosbags, plus the installed vision_msgs types."""
+    """Return the ROS 2 Kilted typestore of rosbags, plus the installed vision_msgs types."""
     from rosbags.typesys import get_types_from_msg, get_typestore, Stores
     store = get_typestore(Stores.ROS2_KILTED)
     share = _vision_msgs_definitions()
@@ -51,7 +56,7 @@ class BagFrame:
 
 def write_image_bag(path: Path, frames: Iterable[BagFrame], topic: str = '/camera/image_raw',
                     storage: str = 'sqlite3') -> Path:
-    """A rosbag2 (version 9) of sensor_msgs/msg/Image rgb8 frames, receive time = stamp."""
+    """Write a rosbag2 (version 9) of sensor_msgs/msg/Image rgb8 frames, receive time = stamp."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     store = typestore()
     Image = store.types['sensor_msgs/msg/Image']
@@ -82,7 +87,8 @@ def read_messages(path: Path, topics: Iterable[str] | None = None):
 
 
 class BagRecorder:
-    """Records topics of a running ROS graph into a new bag, as raw CDR.
+    """
+    Records topics of a running ROS graph into a new bag, as raw CDR.
 
     Subscribes with raw=True on `node`; `close()` writes the bag's metadata.
     """
@@ -109,6 +115,6 @@ class BagRecorder:
 
 
 def _msgtype(msg_type) -> str:
-    """rclpy message class -> 'package/msg/Name'."""
+    """Name an rclpy message class as 'package/msg/Name'."""
     module = msg_type.__module__.split('.')[0]
     return f'{module}/msg/{msg_type.__name__}'

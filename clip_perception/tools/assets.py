@@ -5,8 +5,12 @@ _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def package_path(relative: str) -> Path:
-    """`relative` (e.g. 'config/demo.yaml') in the source checkout when it is there,
-    else in share/clip_perception of the install (found through the ament index)."""
+    """
+    Find a file of this package: in the source checkout, else in the install.
+
+    `relative` (e.g. 'config/demo.yaml') in the source checkout when it is there,
+    else in share/clip_perception of the install (found through the ament index).
+    """
     source = _SOURCE_ROOT / relative
     if source.exists():
         return source

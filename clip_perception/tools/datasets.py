@@ -1,4 +1,5 @@
-"""Data formats the trainer and the evaluator read (and a user's real data can use).
+"""
+Data formats the trainer and the evaluator read (and a user's real data can use).
 
 Image-text pairs — a folder with `captions.jsonl`, one JSON object per line:
 

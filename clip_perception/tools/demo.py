@@ -1,4 +1,5 @@
-"""The demo: the real node, the bundled model, a bundled rosbag2 replayed over DDS.
+"""
+The demo: the real node, the bundled model, a bundled rosbag2 replayed over DDS.
 
     python -m clip_perception.demo                 # what `make demo` runs
     python -m clip_perception.demo --make-bag demo/workbench_bag   # rebuild the bag
@@ -41,7 +42,7 @@ def truth_path(bag: Path) -> Path:
 
 
 def make_bag(bag: Path, frames: int, blank: int, seed: int) -> None:
-    """A bag of synthetic 320×240 workbench frames and a JSON of their planted tools."""
+    """Write a bag of synthetic 320×240 workbench frames and a JSON of their planted tools."""
     rng = np.random.default_rng(seed)
     scenes = [make_scene(rng, count=0 if i in range(frames - blank, frames) else None)
               for i in range(frames)]
@@ -57,8 +58,11 @@ def make_bag(bag: Path, frames: int, blank: int, seed: int) -> None:
 
 
 def planted_matches(detections, planted) -> int:
-    """How many of the `planted` tools ({'label', 'box'}) the Detection2D list finds
-    (right label, IoU >= 0.5; see metrics.match_detections)."""
+    """
+    Count the `planted` tools ({'label', 'box'}) that the Detection2D list finds.
+
+    Right label and IoU >= 0.5; see metrics.match_detections.
+    """
     found = [(d.results[0].hypothesis.class_id, d.results[0].hypothesis.score, box_corners(d))
              for d in detections]
     return int(match_detections(found, [(o['label'], o['box']) for o in planted]).sum())
@@ -73,8 +77,12 @@ def _node_command(params: Path, model: Path) -> list[str]:
 
 
 def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
-    """The node as a process and this process's player on one graph (the environment
-    of local_graph_environment, which main sets)."""
+    """
+    Run the node as a process and replay the bag into it from this process.
+
+    Both join one graph (the environment of local_graph_environment, which main
+    sets).
+    """
     out.mkdir(parents=True, exist_ok=True)
     truth = {t['stamp_ns']: t['objects'] for t in json.loads(truth_path(bag).read_text())}
     log = open(out / 'node.log', 'w')

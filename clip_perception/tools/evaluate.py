@@ -1,4 +1,5 @@
-"""Evaluate a CLIP model as the detector runs it: crop classification and detection.
+"""
+Evaluate a CLIP model as the detector runs it: crop classification and detection.
 
     python -m clip_perception.eval --model MODEL_DIR --params config/demo.yaml \
         --crops CROPS_DIR --scenes SCENES_DIR
@@ -28,8 +29,11 @@ import torch
 
 
 def crop_accuracy(detector: ZeroShotDetector, items, templates, batch: int = 256):
-    """(accuracy, predictions [(item, predicted label, probability)]) with `templates`,
-    each crop decided as the detector decides a window."""
+    """
+    Classify labelled crops with `templates` as the detector decides a window.
+
+    Returns (accuracy, predictions [(item, predicted label, probability)]).
+    """
     classifier = ZeroShotDetector(detector.encoder, replace(detector.settings,
                                                             prompt_templates=tuple(templates)))
     crop, device = detector.encoder.settings.crop, detector.encoder.device

@@ -1,6 +1,7 @@
-"""Fit a model's box regressor on annotated scenes and store it with the model.
+r"""
+Fit a model's box regressor on annotated scenes and store it with the model.
 
-    python -m clip_perception.fit_boxes --model models/workbench_demo \\
+    python -m clip_perception.fit_boxes --model models/workbench_demo \
         --scenes build/train/boxes --params config/demo.yaml
 
 Every window of the `--params` grid that overlaps a ground-truth box by IoU >=
@@ -34,9 +35,13 @@ HOLDOUT_EVERY = 10
 def fit_regressor(features: np.ndarray, targets: np.ndarray, hidden: int = 256,
                   steps: int = 3000, batch_size: int = 512, lr: float = 3e-3,
                   weight_decay: float = 1e-2, seed: int = 0) -> dict[str, torch.Tensor]:
-    """[N, D] embeddings and [N, 4] deltas -> the layers of BoxRegressor: AdamW on the
+    """
+    Fit the box regressor's layers.
+
+    [N, D] embeddings and [N, 4] deltas -> the layers of BoxRegressor: AdamW on the
     smooth-L1 loss of standardized deltas, cosine schedule; deterministic for a seed.
-    The deltas' mean and spread are folded into the output layer."""
+    The deltas' mean and spread are folded into the output layer.
+    """
     generator = torch.Generator().manual_seed(seed)
     x = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(targets, dtype=torch.float32)
@@ -62,8 +67,12 @@ def fit_regressor(features: np.ndarray, targets: np.ndarray, hidden: int = 256,
 
 
 def training_windows(scenes, windows: WindowSpec, min_iou: float):
-    """Per scene: (int grid windows overlapping a ground truth by >= min_iou [n, 4], the
-    float ground-truth box each overlaps most [n, 4])."""
+    """
+    Pair the grid's windows with the ground truth they overlap.
+
+    Per scene: (int grid windows overlapping a ground truth by >= min_iou [n, 4], the
+    float ground-truth box each overlaps most [n, 4]).
+    """
     for scene in scenes:
         grid = window_grid(scene.height, scene.width, windows)
         truths = np.array([box for _, box in scene.objects], np.float64).reshape(-1, 4)

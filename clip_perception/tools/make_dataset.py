@@ -1,4 +1,5 @@
-"""Write synthetic workbench data sets in the formats of `datasets.py`.
+"""
+Write synthetic workbench data sets in the formats of `datasets.py`.
 
     python -m clip_perception.make_dataset crops  OUT --count 40000 --seed 1
     python -m clip_perception.make_dataset scenes OUT --count 200 --blank 50 --seed 1001
@@ -62,8 +63,12 @@ _TOOL = object()  # window_captions' rule for a window that shows a tool
 
 
 class WindowCaption(NamedTuple):
-    """A labelled window: its index in the grid, its caption (None for a tool: a
-    template is chosen when it is written) and its label ('' for background)."""
+    """
+    A labelled window of the grid.
+
+    Its index in the grid, its caption (None for a tool: a template is chosen
+    when it is written) and its label ('' for background).
+    """
 
     index: int
     caption: str | None
@@ -119,19 +124,26 @@ def _stratified(windows, count: int, rng) -> list:
 
 
 def demo_windows() -> WindowSpec:
-    """The windows of the demo configuration (config/demo.yaml): the model learns the
-    crops the detector will cut."""
+    """
+    Return the windows of the demo configuration (config/demo.yaml).
+
+    The model learns the crops the detector will cut.
+    """
     return settings_from_file(DEMO_PARAMS).windows
 
 
 def make_crops(out: Path, count: int, seed: int, crop: int = DEMO_SIZE.image_size,
                windows: WindowSpec | None = None, per_scene: int = 8,
                background_per_tool: float = 1.5, jobs: int = 1) -> list[CaptionedImage]:
-    """`count` captioned crops of `windows` (default: demo_windows()): per scene at
+    """
+    Write captioned training crops cut from synthetic scenes.
+
+    `count` captioned crops of `windows` (default: demo_windows()): per scene at
     most `per_scene` tool windows and `background_per_tool` times as many background
     windows (at least 2, spread over the background kinds), so scenes are many; at
     inference most windows are background, hence more background than tools. `jobs`
-    processes cut and write the crops (the result does not depend on it)."""
+    processes cut and write the crops (the result does not depend on it).
+    """
     rng = np.random.default_rng(seed)
     height, width = FRAME_SIZE
     grid = window_grid(height, width, windows or demo_windows())
@@ -156,11 +168,15 @@ def make_crops(out: Path, count: int, seed: int, crop: int = DEMO_SIZE.image_siz
 
 def make_hard_crops(out: Path, detector, count: int, seed: int,
                     per_scene: int = 8) -> list[CaptionedImage]:
-    """`count` crops that `detector` gets wrong (hard examples, as R-CNN and DPM mine
+    """
+    Write the crops that `detector` gets wrong (hard-example mining).
+
+    `count` crops that `detector` gets wrong (hard examples, as R-CNN and DPM mine
     them): windows of fresh scenes, labelled as in make_crops, whose best class
     (over the detector's labels and background prompts) differs from their label —
     mostly a part of one tool or a loose window named as a tool. At most
-    `per_scene` per scene, so the mistakes come from many scenes."""
+    `per_scene` per scene, so the mistakes come from many scenes.
+    """
     rng = np.random.default_rng(seed)
     height, width = FRAME_SIZE
     grid = window_grid(height, width, detector.settings.windows)
@@ -191,9 +207,13 @@ def make_hard_crops(out: Path, detector, count: int, seed: int,
 
 
 class _CropWriter:
-    """Cuts windows out of frames as the detector does and writes them as PNGs, in
+    """
+    Cut windows out of frames and write them as PNGs.
+
+    Cuts windows out of frames as the detector does and writes them as PNGs, in
     `jobs` worker processes (spawned) or, with jobs=1, here. The caller draws every
-    random number, so the data set is the same for any number of jobs."""
+    random number, so the data set is the same for any number of jobs.
+    """
 
     def __init__(self, crop: int, jobs: int = 1):
         self.crop = crop
@@ -233,8 +253,11 @@ def _cut_and_write(image: np.ndarray, windows: np.ndarray, crop: int, paths: lis
 
 def _write_windows(out: Path, writer: _CropWriter, image: np.ndarray, grid: np.ndarray, chosen,
                    rng, items: list[CaptionedImage]) -> None:
-    """Append the `chosen` WindowCaptions to `items` and have `writer` cut them; tool
-    windows get a random TOOL_CAPTIONS template."""
+    """
+    Append the `chosen` WindowCaptions to `items` and have `writer` cut them.
+
+    Tool windows get a random TOOL_CAPTIONS template.
+    """
     if not chosen:
         return
     paths = []

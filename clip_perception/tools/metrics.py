@@ -1,5 +1,9 @@
-"""Detection metrics: average precision at an IoU threshold (all-point interpolation,
-as PASCAL VOC 2010+ and COCO's per-threshold AP)."""
+"""
+Detection metrics: matching detections to ground truth, average precision.
+
+AP at an IoU threshold with all-point interpolation, as PASCAL VOC 2010+ and
+COCO's per-threshold AP.
+"""
 from collections import Counter, defaultdict
 
 from clip_perception.engine.boxes import pairwise_iou
@@ -24,12 +28,14 @@ def average_precision(scores: np.ndarray, matched: np.ndarray, num_truths: int) 
 
 
 def match_detections(detections, truths, iou_threshold: float = 0.5) -> np.ndarray:
-    """Which detections of one image find a ground truth: [len(detections)] bool.
+    """
+    Which detections of one image find a ground truth: [len(detections)] bool.
 
     detections: (label, score, xyxy); truths: (label, xyxy). Best score first, each
     detection takes the not yet taken truth of its label that it overlaps most, when
     their IoU is at least `iou_threshold`; a truth is found at most once, so other
-    detections of it count as false positives."""
+    detections of it count as false positives.
+    """
     hits = np.zeros(len(detections), bool)
     taken = np.zeros(len(truths), bool)
     truth_labels = np.array([label for label, _ in truths], object)
@@ -47,8 +53,12 @@ def match_detections(detections, truths, iou_threshold: float = 0.5) -> np.ndarr
 
 
 def detection_ap(predictions, truths, iou_threshold: float = 0.5) -> dict[str, float]:
-    """Per-label AP. predictions[i]: (label, score, xyxy) of image i; truths[i]: (label, xyxy).
-    Detections are matched to the truths by match_detections."""
+    """
+    Per-label AP.
+
+    predictions[i]: (label, score, xyxy) of image i; truths[i]: (label, xyxy). Detections
+    are matched to the truths by match_detections.
+    """
     scores, hits = defaultdict(list), defaultdict(list)
     num_truths = Counter(label for image in truths for label, _ in image)
     for image_predictions, image_truths in zip(predictions, truths, strict=True):
@@ -63,7 +73,7 @@ def detection_ap(predictions, truths, iou_threshold: float = 0.5) -> dict[str, f
 
 
 def _best_first(detections) -> list[int]:
-    """Indices of (label, score, box) detections by descending score, ties in order."""
+    """Order (label, score, box) detections by descending score, ties as given."""
     return sorted(range(len(detections)), key=lambda i: -detections[i][1])
 
 

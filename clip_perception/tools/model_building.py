@@ -1,7 +1,10 @@
-"""Build CLIP model directories from scratch: a small BPE tokenizer and a
-random-init CLIPModel of a chosen size, saved the way released checkpoints are
-(config.json, model.safetensors, tokenizer and processor files), so they load
-through the same `load_clip` path as `openai/clip-vit-base-patch32`.
+"""
+Build CLIP model directories from scratch.
+
+A small BPE tokenizer and a random-init CLIPModel of a chosen size, saved the
+way released checkpoints are (config.json, model.safetensors, tokenizer and
+processor files), so they load through the same `load_clip` path as
+`openai/clip-vit-base-patch32`.
 
 Used by the tests, the benchmark (ViT-B/32 architecture, random weights) and
 the trainer (a small model trained from scratch).
@@ -48,8 +51,12 @@ VIT_B_32 = ClipSize(224, 32, 768, 12, 12, 512, 12, 8, 512)
 
 
 def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1000, max_length: int = 77):
-    """A lowercase BPE tokenizer in CLIP's style (end-of-word '</w>', start/end tokens),
-    wrapped as CLIPTokenizerFast. The same corpus always gives the same ids."""
+    """
+    Build a lowercase BPE tokenizer in CLIP's style, as CLIPTokenizerFast.
+
+    End-of-word '</w>', start and end tokens. The same corpus always gives the
+    same ids.
+    """
     from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, Tokenizer
     from transformers import CLIPTokenizerFast
 
@@ -73,12 +80,16 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1000, max_length: i
 
 
 def _learn_bpe(words: collections.Counter, size: int):
-    """BPE on word counts: (tokens, merges), at most `size` tokens — the sorted
+    """
+    Learn BPE merges from word counts, deterministically.
+
+    BPE on word counts: (tokens, merges), at most `size` tokens — the sorted
     characters (a word's last one with '</w>'), then one per merge of the most
     frequent adjacent pair, ties broken by the pair's text. (The tokenizers
     library's trainer breaks ties and numbers its alphabet in hash-map order,
     which differs from run to run; token ids decide which embedding rows a model
-    starts from, so a seed would not give the same model.)"""
+    starts from, so a seed would not give the same model.)
+    """
     spelled = {word: tuple(word[:-1]) + (word[-1] + '</w>',) for word in words}
     vocab = sorted({symbol for symbols in spelled.values() for symbol in symbols})
     merges = []
@@ -110,7 +121,7 @@ def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
 
 
 def build_clip(tokenizer, size: ClipSize, seed: int = 0):
-    """A random-init CLIPModel whose text config matches `tokenizer`'s ids."""
+    """Build a random-init CLIPModel whose text config matches `tokenizer`'s ids."""
     import torch
     from transformers import CLIPConfig, CLIPModel
 
@@ -133,8 +144,11 @@ def build_clip(tokenizer, size: ClipSize, seed: int = 0):
 
 
 def save_model_directory(directory: Path, model, tokenizer, image_size: int) -> Path:
-    """Write model + tokenizer + image processor settings as a loadable directory.
-    A box regressor already there is removed: it was fitted to other weights."""
+    """
+    Write model + tokenizer + image processor settings as a loadable directory.
+
+    A box regressor already there is removed: it was fitted to other weights.
+    """
     from transformers import CLIPImageProcessor, CLIPProcessor
 
     directory = Path(directory)
@@ -160,7 +174,7 @@ def default_corpus(labels: Iterable[str] = (), extra: Iterable[str] = ()) -> lis
 
 def build_random_model_directory(directory: Path, size: ClipSize = TEST_SIZE,
                                  seed: int = 0, labels: Iterable[str] = ()) -> Path:
-    """A complete random-weight model directory of the given size."""
+    """Build a complete random-weight model directory of the given size."""
     tokenizer = build_tokenizer(default_corpus(labels), vocab_size=600,
                                 max_length=size.max_text_tokens)
     model = build_clip(tokenizer, size, seed=seed)

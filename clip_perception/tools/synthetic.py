@@ -1,4 +1,5 @@
-"""Procedural workbench scenes: tools drawn with OpenCV on varied benches.
+"""
+Procedural workbench scenes: tools drawn with OpenCV on varied benches.
 
 Deterministic from a seed. Each tool is a silhouette of several parts drawn
 in its own frame (x along the tool, -0.5..0.5 of its length) and placed with a
@@ -204,8 +205,11 @@ def add_clutter(image, rng, count):
 
 
 def draw_tool(image, label, center, length, angle, rng, occupied=()) -> PlacedObject | None:
-    """Draw `label` on `image` unless its box would overlap a box in `occupied` or it
-    is not visible; returns its tight box, or None when nothing was drawn."""
+    """
+    Draw `label` on `image`, unless its box would overlap one in `occupied`.
+
+    Returns its tight box, or None when nothing was drawn (overlap, or not visible).
+    """
     mask = np.zeros(image.shape[:2], np.uint8)
     canvas = image.copy()
     _DRAW[label](_Pen(canvas, mask, center, length, angle), rng)
@@ -234,7 +238,8 @@ def finish(image, rng) -> np.ndarray:
 def make_scene(rng: np.random.Generator, height: int = FRAME_SIZE[0], width: int = FRAME_SIZE[1],
                labels=TOOLS, count: int | None = None, tool_size=(0.35, 0.65),
                clutter=(0, 8)) -> Scene:
-    """A bench with `count` (default 1–3) non-overlapping tools of `labels`.
+    """
+    Draw a bench with `count` (default 1–3) non-overlapping tools of `labels`.
 
     tool_size: range of a tool's length as a fraction of the short side.
     """

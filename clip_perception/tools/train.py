@@ -1,4 +1,5 @@
-"""Contrastive training of a CLIP model on image-text pairs (symmetric InfoNCE).
+"""
+Contrastive training of a CLIP model on image-text pairs (symmetric InfoNCE).
 
     python -m clip_perception.train --data DIR --out MODEL_DIR            # from scratch
     python -m clip_perception.train --data DIR --out MODEL_DIR \
@@ -50,10 +51,12 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 
 def symmetric_info_nce(image_embeddings, text_embeddings, logit_scale, groups):
-    """[B, D] normalized embeddings, scalar log-temperature, [B] group ids -> loss.
+    """
+    [B, D] normalized embeddings, scalar log-temperature, [B] group ids -> loss.
 
     Targets: uniform over the batch entries of the same group (the diagonal when
-    all groups differ, which is CLIP's loss exactly)."""
+    all groups differ, which is CLIP's loss exactly).
+    """
     logits = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp() * image_embeddings @ text_embeddings.T
     positives = (groups[:, None] == groups[None, :]).float()
     targets = positives / positives.sum(dim=1, keepdim=True)
@@ -72,8 +75,12 @@ def load_images(items, size: int) -> torch.Tensor:
 
 
 class ProbeSet:
-    """Zero-shot crop classification on held-out pairs, decided as the detector
-    decides a window: against the labels (prompt ensemble) and background captions."""
+    """
+    Zero-shot crop classification on held-out pairs.
+
+    Decided as the detector decides a window: against the labels (prompt
+    ensemble) and the background captions.
+    """
 
     def __init__(self, items, images, templates, background_captions):
         labelled = [i for i, item in enumerate(items) if item.label is not None]
@@ -109,10 +116,14 @@ def encode_tokens(model, input_ids, attention_mask):
 
 
 def encode_captions(model, tokens, ids, device):
-    """The embeddings of captions `ids` (rows of the tokenized caption list `tokens`),
+    """
+    Encode the captions of a batch, each distinct caption once.
+
+    The embeddings of captions `ids` (rows of the tokenized caption list `tokens`),
     each distinct caption encoded once: batches repeat captions (the demo data has 34,
     so a batch of 128 holds each about 4 times). The same embeddings and gradients as
-    encoding every row, and a demo step is about 9% cheaper."""
+    encoding every row, and a demo step is about 9% cheaper.
+    """
     unique, inverse = torch.unique(ids, return_inverse=True)
     return encode_tokens(model, tokens['input_ids'][unique].to(device),
                          tokens['attention_mask'][unique].to(device))[inverse.to(device)]

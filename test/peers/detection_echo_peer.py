@@ -1,4 +1,7 @@
-"""Peer process: receives sensor_msgs/Image on `image`, checks every field
+"""
+Peer process of test_ros_interfaces: echo detections for sample images.
+
+Peer process: receives sensor_msgs/Image on `image`, checks every field
 against the shared sample, answers a vision_msgs/Detection2DArray on `detections`.
 
 A received image that differs from the sample is answered with an empty

@@ -1,4 +1,5 @@
-"""Box regression on CLIP window embeddings (R-CNN's bounding-box regression).
+"""
+Box regression on CLIP window embeddings (R-CNN's bounding-box regression).
 
 A window that holds a tool rarely frames it exactly: the grid's spacing and
 sizes leave most best windows at IoU 0.5–0.7 with the tool. CLIP's embedding
@@ -49,8 +50,12 @@ def apply_deltas(windows: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class BoxRegressor:
-    """deltas = out(gelu(hidden(embedding))). layers: 'hidden.weight' [H, D],
-    'hidden.bias' [H], 'out.weight' [4, H], 'out.bias' [4]. info: how it was fitted."""
+    """
+    The fitted MLP from window embeddings to box deltas.
+
+    deltas = out(gelu(hidden(embedding))). layers: 'hidden.weight' [H, D],
+    'hidden.bias' [H], 'out.weight' [4, H], 'out.bias' [4]. info: how it was fitted.
+    """
 
     layers: dict[str, torch.Tensor]
     info: dict
@@ -72,8 +77,12 @@ class BoxRegressor:
 
     def regress(self, windows: np.ndarray, embeddings: torch.Tensor, height: int,
                 width: int) -> np.ndarray:
-        """[N, 4] xyxy windows of a height×width frame and their embeddings -> [N, 4]
-        float64 boxes, kept inside the frame and at least one pixel wide and high."""
+        """
+        Move windows onto their objects.
+
+        [N, 4] xyxy windows of a height×width frame and their embeddings -> [N, 4]
+        float64 boxes, kept inside the frame and at least one pixel wide and high.
+        """
         boxes = apply_deltas(torch.as_tensor(windows, dtype=torch.float32,
                                              device=embeddings.device),
                              self.deltas(embeddings)).cpu().double().numpy()
@@ -95,8 +104,11 @@ _LAYERS = ('hidden.weight', 'hidden.bias', 'out.weight', 'out.bias')
 
 
 def load_box_regressor(directory: Path, embedding_dim: int) -> BoxRegressor | None:
-    """The regressor shipped in a model directory, or None when it has none.
-    ValueError when the file is not one or does not fit the model's embeddings."""
+    """
+    Load the regressor shipped in a model directory (None when it has none).
+
+    ValueError when the file is not one or does not fit the model's embeddings.
+    """
     path = Path(directory) / REGRESSOR_FILE
     if not path.is_file():
         return None

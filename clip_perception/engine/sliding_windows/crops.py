@@ -1,4 +1,5 @@
-"""Cut and resize all windows of a frame on the device, batched.
+"""
+Cut and resize all windows of a frame on the device, batched.
 
 Windows of one size form a group. For each group the frame is resized once so
 that the window becomes exactly crop×crop pixels (bicubic, antialiased), and

@@ -1,4 +1,5 @@
-"""The sliding-window grid: where in a frame the crops are cut.
+"""
+The sliding-window grid: where in a frame the crops are cut.
 
 Boxes are xyxy in pixels of the original frame (x0, y0 inclusive; x1, y1
 exclusive). Every window lies inside the frame, and the full frame is always
@@ -12,7 +13,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """Window sizes and spacing.
+    """
+    Window sizes and spacing.
 
     scales: window side per scale; a value <= 1 is a fraction of the frame's
         short side, a value > 1 a size in pixels.

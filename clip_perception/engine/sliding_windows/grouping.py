@@ -1,4 +1,5 @@
-"""From scored windows to detections: thresholds, grouping, merging, NMS.
+"""
+From scored windows to detections: thresholds, grouping, merging, NMS.
 
 All boxes are xyxy float pixels of the original frame.
 
@@ -43,7 +44,8 @@ def connected_groups(adjacent: np.ndarray) -> np.ndarray:
 def select_detections(boxes: np.ndarray, logits: np.ndarray, labels: tuple[str, ...],
                       score_threshold: float, nms_iou: float, max_detections: int,
                       refinement: str = 'merge') -> list[Detection]:
-    """Scored boxes to detections, best first.
+    """
+    Scored boxes to detections, best first.
 
     boxes [N, 4] xyxy: the windows, or where the box regressor moved them;
     logits [N, K] over the labels, then the background prompts (the probabilities
@@ -109,8 +111,12 @@ def select_detections(boxes: np.ndarray, logits: np.ndarray, labels: tuple[str, 
 
 def _support(objects: np.ndarray, leaders: np.ndarray, boxes: np.ndarray,
              probabilities: np.ndarray, label_ids: np.ndarray) -> np.ndarray:
-    """[M] mean probability of each object's label over the scored boxes framing it
-    (IoU >= SUPPORT_IOU); the object's own best box (index in `leaders`) always counts."""
+    """
+    Score objects by the boxes that frame them.
+
+    [M] mean probability of each object's label over the scored boxes framing it
+    (IoU >= SUPPORT_IOU); the object's own best box (index in `leaders`) always counts.
+    """
     framing = pairwise_iou(objects, boxes.astype(np.float64)) >= SUPPORT_IOU
     framing[np.arange(len(objects)), leaders] = True
     label_probabilities = probabilities[:, label_ids].T  # [M, N]
