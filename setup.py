@@ -24,7 +24,7 @@ setup(
     extras_require={'test': ['pytest', 'pytest-timeout']},
     entry_points={
         'console_scripts': [
-            f'clip_perception_node = {package_name}.ros.node:main',
+            f'clip_perception_node = {package_name}.ros.executable:main',
         ],
     },
 )

@@ -39,6 +39,7 @@ def main() -> None:
     rclpy.init()
     node = ClipPerceptionNode(encoder=encoder, parameter_overrides=[
         rclpy.parameter.Parameter('image_reliability', value='reliable')])
+    assert node.start(), 'the node did not start'
     engine_times = []
     detect_batch = node.detector.detect_batch
 

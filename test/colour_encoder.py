@@ -37,17 +37,20 @@ def colour_scene(height=120, width=160, squares=()):
 
 class ColourEncoder:
 
-    def __init__(self, crop: int = 32, logit_scale: float = 100.0, delay_sec: float = 0.0):
+    def __init__(self, crop: int = 32, logit_scale: float = 100.0, delay_sec: float = 0.0,
+                 poison: str | None = None):
         """
         Set up the double.
 
         delay_sec: simulated inference time per encoder call; `gate`, when set to an
         unset threading.Event, holds every call until it is set; `calls_started`
-        counts the image-encoder calls entered (held ones included).
+        counts the image-encoder calls entered (held ones included); a batch with a
+        crop mostly of the `poison` colour raises RuntimeError (a frame that fails).
         """
         self.delay_sec = delay_sec
         self.gate = None
         self.calls_started = 0
+        self.poison = poison
         self.device = torch.device('cpu')
         self.dtype = torch.float32
         self.settings = ImageSettings(resize=crop, crop=crop, mean=CLIP_MEAN, std=CLIP_STD)
@@ -70,6 +73,8 @@ class ColourEncoder:
         pixels = rgb.flatten(2).transpose(1, 2)  # [N, HW, 3]
         nearest = torch.cdist(pixels, self._prototypes[None].expand(len(rgb), -1, -1)).argmin(-1)
         fractions = torch.nn.functional.one_hot(nearest, len(COLOURS)).float().mean(dim=1)
+        if self.poison and (fractions[:, list(COLOURS).index(self.poison)] > 0.5).any():
+            raise RuntimeError(f'{self.poison} crops make this encoder fail')
         return torch.nn.functional.normalize(fractions, dim=-1)
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:

@@ -38,4 +38,5 @@ def start_colour_node(ros, encoder=None, **overrides):
                               parameter_overrides=[Parameter(k, value=v)
                                                    for k, v in values.items()])
     ros.add_node(node)
+    assert node.start(), 'the node did not configure and activate'
     return node

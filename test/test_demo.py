@@ -23,6 +23,8 @@ from vision_msgs.msg import Detection2DArray
 
 # Nodes over DDS, processes: the slow tier (make test runs it, make test-fast does not).
 pytestmark = pytest.mark.slow
+# Bags are read and written with rosbags (PyPI), an optional test dependency.
+pytest.importorskip('rosbags', reason='rosbags is not installed (pip install rosbags)')
 
 FOUND_AT_LEAST = 0.8
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -35,6 +37,7 @@ def test_demo_model_finds_the_planted_tools_in_the_bundled_bag(ros):
     node = ClipPerceptionNode(context=ros.context, parameter_overrides=[
         Parameter(name, value=value) for name, value in values.items()])
     ros.add_node(node)
+    assert node.start()
     player = ros.node('demo_bag_player')
     pub = player.create_publisher(Image, '/image', RELIABLE)
     received = []

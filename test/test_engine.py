@@ -4,12 +4,15 @@ The ROS-free engine: window grid, batched crops, scoring, thresholds, NMS.
 Localization behaviour is tested with a deterministic colour encoder (see
 colour_encoder.py), so these tests do not depend on what a CLIP model learned.
 """
+from dataclasses import replace
+
 from clip_perception.engine.boxes import Detection, pairwise_iou
-from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
+from clip_perception.engine.detector import (DetectorSettings, InferenceCancelled,
+                                             ZeroShotDetector)
 from clip_perception.engine.preprocess import frame_to_device, Normalizer
 from clip_perception.engine.prompts import ensemble, LabelEmbeddingCache, PromptError
 from clip_perception.engine.sliding_windows.crops import crop_batch
-from clip_perception.engine.sliding_windows.grid import window_grid, WindowSpec
+from clip_perception.engine.sliding_windows.grid import window_count, window_grid, WindowSpec
 from clip_perception.engine.sliding_windows.grouping import select_detections
 from colour_encoder import colour_scene as scene
 from colour_encoder import COLOUR_SETTINGS, ColourEncoder, COLOURS
@@ -283,3 +286,35 @@ def test_cuda_out_of_memory_halves_the_batch_and_the_frame_still_goes_through(en
     result = detector.detect(scene(120, 160, [('red', 40, 30, 100, 90)]))
     assert detector.batch_size == 8
     assert [d.label for d in result.detections] == ['red']
+
+
+@pytest.mark.parametrize('height,width', [(240, 320), (1, 1), (2, 10000), (1080, 1920)])
+def test_window_count_is_the_grid_size_without_building_it(height, width):
+    for spec in (WindowSpec(), WindowSpec(scales=(0.75, 0.55, 0.4, 0.28),
+                                          aspect_ratios=(1.0, 2.0, 0.5), overlap=0.6),
+                 WindowSpec(scales=(0.5, 64), aspect_ratios=(1.0, 2.0))):
+        # an upper bound that only duplicates (windows clamped to the frame) can undercut
+        assert window_count(height, width, spec) >= len(window_grid(height, width, spec))
+    assert window_count(240, 320, WindowSpec()) == len(window_grid(240, 320, WindowSpec()))
+
+
+def test_a_frame_asking_for_more_than_max_windows_is_refused_before_any_work(encoder):
+    detector = ZeroShotDetector(encoder, replace(COLOUR_SETTINGS, max_windows=100))
+    with pytest.raises(ValueError, match=r'a 10000×2 frame would need \d+ windows'):
+        detector.detect(scene(2, 10000))
+    assert encoder.image_batches == []  # refused before the encoder saw anything
+    assert detector.detect(scene(120, 160)).num_windows <= 100
+
+
+def test_cancel_stops_an_encoder_pass_at_its_next_chunk(encoder):
+    detector = ZeroShotDetector(encoder, replace(COLOUR_SETTINGS, max_batch=4))
+    encode = encoder.encode_images
+
+    def cancel_after_first_chunk(pixels):
+        detector.cancel()
+        return encode(pixels)
+
+    encoder.encode_images = cancel_after_first_chunk
+    with pytest.raises(InferenceCancelled):
+        detector.detect(scene(120, 160))
+    assert len(encoder.image_batches) == 1

@@ -135,3 +135,28 @@ def test_frame_checks():
         frame_to_device(np.zeros((0, 5, 3), np.uint8), CPU)
     with pytest.raises(ValueError, match='H×W×3 uint8'):
         frame_to_device(np.zeros((4, 5), np.uint8), CPU)
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'empty', 'random bytes'])
+@pytest.mark.parametrize('file,reason', [('model.safetensors', 'could not load CLIP'),
+                                         ('box_regressor.safetensors',
+                                          'not a readable safetensors file')])
+def test_damaged_weight_files_are_one_clear_load_error(tiny_clip_dir, tmp_path, damage, file,
+                                                       reason):
+    model = tmp_path / 'model'
+    shutil.copytree(tiny_clip_dir, model)
+    weights = (tiny_clip_dir / 'model.safetensors').read_bytes()
+    (model / file).write_bytes({'truncated': weights[:len(weights) // 2], 'empty': b'',
+                                'random bytes': bytes(range(256)) * 16}[damage])
+    with pytest.raises(ModelLoadError, match=reason) as raised:
+        load_clip(str(model), device='cpu')
+    assert '\n' not in str(raised.value)
+
+
+def test_a_box_regressor_beside_pickle_weights_does_not_hide_the_pickle(tiny_clip_dir, tmp_path):
+    pickled = tmp_path / 'pickled'
+    shutil.copytree(tiny_clip_dir, pickled)
+    (pickled / 'model.safetensors').rename(pickled / 'pytorch_model.bin')
+    (pickled / 'box_regressor.safetensors').write_bytes(b'\0' * 64)
+    with pytest.raises(ModelLoadError, match='safetensors only'):
+        load_clip(str(pickled), device='cpu')

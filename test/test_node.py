@@ -4,6 +4,7 @@ import threading
 from clip_perception.engine.boxes import pairwise_iou
 from clip_perception.ros import messages
 from clip_perception.ros.messages import box_corners
+from clip_perception.ros.node import ClipPerceptionNode
 from colour_encoder import colour_scene, ColourEncoder
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
@@ -287,7 +288,7 @@ def test_diagnostics_report_rates_drops_latency_device_and_model(ros, probe):
         'frames_processed'] == '1', 5)
     status = diagnostics[-1].status[0]
     values = _values(diagnostics[-1])
-    assert status.name == '/clip_perception: inference' and status.hardware_id == 'cpu'
+    assert status.name == 'clip_perception: inference' and status.hardware_id == 'cpu'
     for key in ('input_rate_hz', 'processed_rate_hz', 'frames_dropped', 'frames_rejected',
                 'latency_p50_ms', 'latency_p95_ms', 'device', 'model'):
         assert key in values
@@ -307,13 +308,22 @@ def test_runtime_parameter_changes_and_rejections(ros, probe):
     text_calls = len(encoder.text_calls)
     result = node.set_parameters([Parameter('labels', value=['red', 'yellow'])])[0]
     assert result.successful
-    assert len(encoder.text_calls) == text_calls + 1  # rebuilt once
     probe.wait_for(probe.label_infos, 2)
     assert [c.class_name for c in probe.label_infos[-1].class_map] == ['red', 'yellow']
+    # several prompt changes in a row (`ros2 param load`): encoded once, at the next frame
+    for name, value in [('prompt_templates', ['a {} thing']),
+                        ('background_prompts', ['a grey background', 'grey'])]:
+        assert node.set_parameters([Parameter(name, value=value)])[0].successful
+    assert len(encoder.text_calls) == text_calls
+    probe.send(image_message(colour_scene(squares=[('red', *SQUARE)]), 'after'))
+    probe.wait_for(probe.detections, 1)
+    assert len(encoder.text_calls) == text_calls + 1
+    assert encoder.text_calls[-1] == ['a red thing', 'a yellow thing', 'a grey background',
+                                      'grey']
     for change, reason in [(['red', 'red'], 'duplicate labels'), (['red', ' '], 'blank')]:
         rejected = node.set_parameters([Parameter('labels', value=change)])[0]
         assert not rejected.successful and reason in rejected.reason
-    assert node.detector.settings.labels == ('red', 'yellow')
+    assert node.get_parameter('labels').value == ['red', 'yellow']
     out_of_range = node.set_parameters([Parameter('score_threshold', value=1.5)])[0]
     assert not out_of_range.successful
     assert node.set_parameters([Parameter('box_refinement', value='boxes')])[0].reason.startswith(
@@ -342,3 +352,93 @@ def test_enable_service_pauses_inference_and_keeps_subscriptions(ros, probe):
     probe.send(image_message(colour_scene(), 'resumed'))
     probe.wait_for(probe.detections, 1)
     assert probe.detections[0].header.frame_id == 'resumed'
+
+
+@pytest.mark.parametrize('name,value,reason', [
+    ('window_scales', [float('nan')], 'window scales must be positive finite numbers, got [nan]'),
+    ('window_scales', [float('inf')], 'window scales must be positive finite numbers'),
+    ('window_scales', [0.0], 'window scales must be positive finite numbers, got [0.0]'),
+    ('window_aspect_ratios', [1e-9], 'window aspect ratios must lie in [0.01, 100.0]'),
+    ('window_scales', [1e-9], 'more than max_windows=2048'),
+    ('max_windows', 10, 'more than max_windows=10'),
+])
+def test_window_settings_that_cannot_work_are_refused_with_a_reason(ros, name, value, reason):
+    node = start_colour_node(ros)
+    result = node.set_parameters([Parameter(name, value=value)])[0]
+    assert not result.successful and reason in result.reason, result.reason
+    assert 'array(' not in result.reason
+
+
+def test_a_frame_that_needs_too_many_windows_is_rejected_and_the_next_works(ros, probe, capfd):
+    start_colour_node(ros)
+    probe.wait_matched()
+    probe.send(image_message(np.full((2, 10000), 128, np.uint8), 'thin', encoding='mono8'))
+    probe.wait_for_counts(received=1, rejected=1, processed=0)
+    probe.send(image_message(colour_scene(squares=[('red', *SQUARE)]), 'good'))
+    probe.wait_for(probe.detections, 1)
+    assert [d.header.frame_id for d in probe.detections] == ['good']
+    assert 'a 10000×2 frame would need' in capfd.readouterr().err
+
+
+def test_a_compressed_image_too_large_to_decode_is_refused_from_its_header(ros, capfd):
+    node = start_colour_node(ros, image_transport='compressed', max_image_pixels=1_000_000)
+    probe_node = ros.node('bomb_probe')
+    pub = probe_node.create_publisher(CompressedImage, 'image/compressed', RELIABLE)
+    detections = []
+    probe_node.create_subscription(Detection2DArray, 'detections', detections.append, RELIABLE)
+    assert ros.wait_for_subscribers(pub)
+    ok, png = cv2.imencode('.png', np.zeros((2000, 2000), np.uint8))  # 4 MP in 8 kB
+    pub.publish(CompressedImage(format='png', data=png.tobytes()))
+    assert ros.spin_until(lambda: node.counters['rejected'] == 1)
+    assert 'PNG image of 2000×2000 exceeds max_image_pixels=1000000' in capfd.readouterr().err
+    large = cv2.resize(colour_scene(squares=[('red', *SQUARE)]), (1920, 1440),
+                       interpolation=cv2.INTER_NEAREST)
+    ok, jpeg = cv2.imencode('.jpg', large[:, :, ::-1])  # OpenCV encodes BGR
+    pub.publish(CompressedImage(format='jpeg', data=jpeg.tobytes()))  # 2.8 MP: read at 1/2
+    assert ros.spin_until(lambda: len(detections) == 1)
+    found = detections[0].detections
+    assert [d.results[0].hypothesis.class_id for d in found] == ['red']
+    square = [v * 12 for v in SQUARE]  # boxes in the pixels of the image as sent
+    assert pairwise_iou(np.array([box_corners(found[0])]), np.array([square], float))[0, 0] >= 0.5
+
+
+def test_one_cameras_failing_frame_does_not_cost_the_other_camera_its_answer(ros):
+    encoder = ColourEncoder(poison='yellow')
+    start_colour_node(ros, encoder, image_topics=['left/image', 'right/image'])
+    probe = Probe(ros, image_topics=('left/image', 'right/image'))
+    probe.wait_matched()
+    encoder.gate = threading.Event()  # park both frames, then infer them as one batch
+    probe.send(image_message(colour_scene(), 'warmup'), 'left/image')
+    assert ros.spin_until(lambda: encoder.calls_started == 1)
+    probe.send(image_message(colour_scene(squares=[('red', *SQUARE)]), 'left'), 'left/image')
+    yellow = colour_scene()
+    yellow[:] = (230, 220, 40)
+    probe.send(image_message(yellow, 'right'), 'right/image')
+    probe.wait_for_counts(received=3, processed=0)
+    encoder.gate.set()
+    probe.wait_for_counts(received=3, processed=2, failed=1)
+    assert sorted(d.header.frame_id for d in probe.detections) == ['left', 'warmup']
+
+
+def test_a_parameter_change_does_not_wait_for_the_frame_in_progress(ros, probe):
+    encoder = ColourEncoder()
+    node = start_colour_node(ros, encoder)
+    probe.wait_matched()
+    encoder.gate = threading.Event()
+    probe.send(image_message(colour_scene(), 'held'))
+    assert ros.spin_until(lambda: encoder.calls_started == 1)  # inference is held
+    assert node.set_parameters([Parameter('score_threshold', value=0.7)])[0].successful
+    assert node.set_parameters([Parameter('labels', value=['red', 'blue'])])[0].successful
+    probe.wait_for(probe.label_infos, 2)  # announced at once, before the frame ends
+    assert [c.class_name for c in probe.label_infos[-1].class_map] == ['red', 'blue']
+    assert not probe.detections
+    encoder.gate.set()
+    probe.wait_for(probe.detections, 1)
+
+
+def test_an_unexpected_error_while_activating_is_one_cannot_start_line(ros, capfd):
+    node = ClipPerceptionNode(encoder=object(), context=ros.context)  # no encoder at all
+    ros.add_node(node)
+    assert not node.start()
+    lines = [line for line in capfd.readouterr().err.splitlines() if 'cannot start' in line]
+    assert len(lines) == 1 and 'AttributeError' in lines[0], lines

@@ -6,14 +6,20 @@ The node as its own process, started the way the launch file starts it.
 
 with a random-weight CLIP of the real architecture, talked to over DDS.
 """
-import os
+from contextlib import contextmanager
 from pathlib import Path
+import shutil
 import signal
 import subprocess
-import sys
+import time
 
 from clip_perception.engine.prompts import DEFAULT_LABELS
+from clip_perception.ros.executable import node_command
+from clip_perception.tools.assets import DEMO_MODEL
 from colour_encoder import colour_scene
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
 from node_helpers import image_message, RELIABLE
 import pytest
 from rcl_interfaces.msg import Parameter as ParameterMsg
@@ -28,17 +34,39 @@ from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTABLE = Path(sys.executable).with_name('clip_perception_node')
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 WORKBENCH_LABELS = list(DEFAULT_LABELS)
 
 
-def start_node(*ros_args):
-    command = [str(EXECUTABLE), '--ros-args', '--params-file',
-               str(ROOT / 'config' / 'workbench.yaml'), *ros_args]
-    return subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+# What a stop may print besides the node's own lines: nothing that reads like a failure.
+FAILURE_WORDS = ('Traceback', 'Error', 'Exception', 'terminate called', 'Aborted')
+# A stop must end the process within this time (launch escalates to SIGKILL soon after).
+STOP_DEADLINE_SEC = 3.0
+
+
+def start_node(*ros_args, params_file=ROOT / 'config' / 'workbench.yaml'):
+    files = ['--params-file', str(params_file)] if params_file else []
+    command = node_command() + ['--ros-args', *files, *ros_args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+@contextmanager
+def running_node(*ros_args, **start_options):
+    """start_node for a `with` block: a node still running at its end is killed."""
+    process = start_node(*ros_args, **start_options)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def assert_clean(output: str) -> None:
+    bad = [line for line in output.splitlines() if any(w in line for w in FAILURE_WORDS)]
+    assert not bad, output
 
 
 def stop(process, sig=signal.SIGINT):
@@ -61,12 +89,9 @@ def set_parameter(ros, client, parameter):
 
 @pytest.fixture
 def launched(tiny_clip_dir):
-    process = start_node('-p', f'model:={tiny_clip_dir}', '-p', 'device:=cpu',
-                         '-r', 'image:=/camera/image_raw')
-    yield process
-    if process.poll() is None:
-        process.kill()
-        process.communicate()
+    with running_node('-p', f'model:={tiny_clip_dir}', '-p', 'device:=cpu',
+                      '-r', 'image:=/camera/image_raw') as process:
+        yield process
 
 
 @pytest.mark.timeout(180)
@@ -126,30 +151,234 @@ def test_sigterm_stops_the_node_cleanly(ros, launched):
     assert 'Traceback' not in output, output
 
 
-@pytest.mark.parametrize('case', ['missing model', 'pickle checkpoint', 'cuda unavailable',
-                                  'invalid labels'])
-def test_start_up_errors_give_one_clear_line_and_a_non_zero_exit(
-        tiny_clip_dir, tmp_path, case):
+START_UP_ERRORS = {
+    'missing model': 'does not exist',
+    'pickle checkpoint': 'safetensors only',
+    'pickle beside a box regressor': 'safetensors only',
+    'truncated weights': 'could not load CLIP',
+    'box regressor of random bytes': 'not a readable safetensors file',
+    'cuda unavailable': 'CUDA is not available',
+    'invalid labels': 'duplicate labels',
+    'threshold out of range': 'score_threshold',
+    'threshold not a number': 'score_threshold',
+    'max_batch 0': 'max_batch',
+    'invalid topic name': 'topic',
+    'NaN window scale': 'window scales must be positive finite numbers',
+    'windows beyond max_windows': 'max_windows',
+}
+
+
+def _start_up_error_arguments(case: str, model: Path, tmp_path: Path) -> list[str]:
+    """Build the command-line arguments that make `case` happen (with a broken model copy)."""
+    broken = tmp_path / 'broken'
+    if case in ('pickle checkpoint', 'pickle beside a box regressor', 'truncated weights',
+                'box regressor of random bytes'):
+        shutil.copytree(model, broken)
+        weights = broken / 'model.safetensors'
+        if case.startswith('pickle'):
+            weights.rename(broken / 'pytorch_model.bin')
+        if case == 'pickle beside a box regressor':
+            (broken / 'box_regressor.safetensors').write_bytes(b'\0' * 64)
+        if case == 'truncated weights':
+            weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+        if case == 'box regressor of random bytes':
+            (broken / 'box_regressor.safetensors').write_bytes(bytes(range(256)) * 8)
+        return ['-p', f'model:={broken}']
+    return ['-p', f'model:={model}'] + {
+        'missing model': ['-p', f'model:={tmp_path / "absent"}'],
+        'cuda unavailable': ['-p', 'device:=cuda'],
+        'invalid labels': ['-p', 'labels:=[hammer, hammer]'],
+        'threshold out of range': ['-p', 'score_threshold:=2.0'],
+        'threshold not a number': ['-p', 'score_threshold:=high'],
+        'max_batch 0': ['-p', 'max_batch:=0'],
+        'invalid topic name': ['-p', 'image_topics:=[bad topic!]'],
+        'NaN window scale': ['-p', 'window_scales:=[.nan]'],
+        'windows beyond max_windows': ['-p', 'window_scales:=[0.01]',
+                                       '-p', 'window_overlap:=0.9'],
+    }[case]
+
+
+@pytest.mark.parametrize('case', sorted(START_UP_ERRORS))
+def test_start_up_errors_give_one_clear_line_and_a_non_zero_exit(tiny_clip_dir, tmp_path, case):
     if case == 'cuda unavailable':
         import torch
         if torch.cuda.is_available():
             pytest.skip('this machine has CUDA')
-    pickled = tmp_path / 'pickled'
-    if case == 'pickle checkpoint':
-        import shutil
-        shutil.copytree(tiny_clip_dir, pickled)
-        (pickled / 'model.safetensors').rename(pickled / 'pytorch_model.bin')
-    args, expected = {
-        'missing model': (['-p', f'model:={tmp_path / "absent"}'], 'does not exist'),
-        'pickle checkpoint': (['-p', f'model:={pickled}'], 'safetensors only'),
-        'cuda unavailable': (['-p', f'model:={tiny_clip_dir}', '-p', 'device:=cuda'],
-                             'CUDA is not available'),
-        'invalid labels': (['-p', f'model:={tiny_clip_dir}', '-p',
-                            'labels:=[hammer, hammer]'], 'duplicate labels'),
-    }[case]
-    process = start_node(*args)
+    # rcl merges a file's double and a command line's string into one value (the
+    # double wins), so the wrong type is shown as `ros2 run ... -p` alone gives it
+    params_file = None if case == 'threshold not a number' else ROOT / 'config' / 'workbench.yaml'
+    process = start_node(*_start_up_error_arguments(case, tiny_clip_dir, tmp_path),
+                         params_file=params_file)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 1, output
     lines = [line for line in output.splitlines() if 'cannot start' in line]
-    assert len(lines) == 1 and expected in lines[0], output
+    assert len(lines) == 1 and START_UP_ERRORS[case] in lines[0], output
     assert 'Traceback' not in output, output
+
+
+class FrameStream:
+    """A camera publishing 96×128 frames on /camera/image_raw while the test waits."""
+
+    def __init__(self, ros, rate_hz: float = 30.0, size=(96, 128)):
+        self.ros, self.period = ros, 1.0 / rate_hz
+        self.node = ros.node('frame_stream')
+        self.pub = self.node.create_publisher(Image, '/camera/image_raw', RELIABLE)
+        self.detections, self.diagnostics = [], []
+        self.node.create_subscription(Detection2DArray, '/detections', self.detections.append,
+                                      RELIABLE)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append,
+                                      RELIABLE)
+        self.frame = colour_scene(*size)
+        self.sent = 0
+
+    def run_until(self, condition, timeout: float) -> bool:
+        """Publish at the stream's rate until `condition()` holds; False after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                return False
+            self.pub.publish(image_message(self.frame, 'stream', self.sent))
+            self.sent += 1
+            self.ros.spin_until(lambda: False, self.period)
+        return True
+
+    def frames_received(self) -> int:
+        values = {kv.key: kv.value for a in self.diagnostics[-1:] for kv in a.status[0].values}
+        return int(values.get('frames_received', 0))
+
+
+def stop_within_deadline(stream: FrameStream, process, *signals) -> tuple[float, str]:
+    """Send `signals` (a moment apart) while frames keep coming; (seconds to exit, output)."""
+    stopped = time.monotonic()
+    for sig in signals:
+        process.send_signal(sig)
+        stream.ros.spin_until(lambda: False, 0.1)
+    exited = stream.run_until(lambda: process.poll() is not None, 30)
+    elapsed = time.monotonic() - stopped
+    output = process.communicate()[0]
+    assert exited, f'the node ignored {signals}:\n{output}'
+    return elapsed, output
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_a_stop_while_frames_flow_at_30_hz_is_quick_and_clean(ros, tiny_clip_dir, sig):
+    stream = FrameStream(ros)
+    for attempt in range(3):
+        stream.detections.clear()
+        with running_node('-p', f'model:={tiny_clip_dir}', '-p', 'device:=cpu',
+                          '-r', 'image:=/camera/image_raw') as process:
+            assert stream.run_until(lambda: len(stream.detections) >= 5, 60), 'no detections'
+            elapsed, output = stop_within_deadline(stream, process, sig)
+        assert process.returncode == 0, output
+        assert elapsed < STOP_DEADLINE_SEC, f'attempt {attempt}: {elapsed:.1f} s\n{output}'
+        assert_clean(output)
+
+
+@pytest.fixture
+def long_frame_node():
+    """Start the demo model with a dense grid: one frame takes seconds of inference."""
+    with running_node('-p', f'model:={DEMO_MODEL}', '-p', 'device:=cpu',
+                      '-p', 'window_scales:=[0.15]', '-p', 'window_overlap:=0.9',
+                      '-p', 'max_windows:=5000', '-p', 'image_reliability:=reliable',
+                      '-r', 'image:=/camera/image_raw') as process:
+        yield process
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize('signals', [(signal.SIGINT,), (signal.SIGTERM,),
+                                     (signal.SIGINT, signal.SIGINT)],
+                         ids=['SIGINT', 'SIGTERM', 'two SIGINTs'])
+def test_a_stop_in_the_middle_of_a_long_frame_does_not_wait_for_it(
+        ros, long_frame_node, signals):
+    stream = FrameStream(ros, rate_hz=5.0, size=(480, 640))
+    # the node took a frame in and answered none: it is inside a long inference
+    assert stream.run_until(lambda: stream.frames_received() >= 1, 90), 'no frame received'
+    assert not stream.detections
+    elapsed, output = stop_within_deadline(stream, long_frame_node, *signals)
+    assert long_frame_node.returncode == 0, output
+    assert elapsed < STOP_DEADLINE_SEC, f'{elapsed:.1f} s\n{output}'
+    assert_clean(output)
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_a_signal_while_the_node_is_still_loading_ends_it_quietly(tiny_clip_dir, sig):
+    process = start_node('-p', f'model:={tiny_clip_dir}', '-p', 'device:=cpu')
+    time.sleep(0.5)  # not a wait for a result: it places the signal inside the imports
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert_clean(output)
+
+
+def test_every_parameter_has_a_value_for_tools_that_read_them_all(ros, launched):
+    """What `ros2 param dump` and rqt_reconfigure do: list all names, then get them all."""
+    probe = ros.node('dump_probe')
+    client = AsyncParameterClient(probe, 'clip_perception')
+    assert client.wait_for_services(timeout_sec=60)
+    listed = client.list_parameters()
+    assert ros.spin_until(listed.done, 20)
+    names = listed.result().result.names
+    assert 'image_topics' in names and 'max_windows' in names
+    values = client.get_parameters(names)
+    assert ros.spin_until(values.done, 20)
+    got = dict(zip(names, values.result().values))
+    assert all(v.type != ParameterType.PARAMETER_NOT_SET for v in got.values()), got
+    assert list(got['image_topics'].string_array_value) == ['image']
+
+
+def _lifecycle_call(ros, client, request):
+    assert client.wait_for_service(timeout_sec=60), 'no lifecycle service'
+    future = client.call_async(request)
+    assert ros.spin_until(future.done, 60), 'no answer'
+    return future.result()
+
+
+@pytest.mark.timeout(240)
+def test_a_lifecycle_manager_configures_activates_deactivates_and_cleans_up(ros, tiny_clip_dir):
+    with running_node('-p', f'model:={tiny_clip_dir}', '-p', 'device:=cpu',
+                      '-p', 'autostart:=false', '-r', 'image:=/camera/image_raw') as process:
+        stream = FrameStream(ros, rate_hz=10.0)
+        change = stream.node.create_client(ChangeState, '/clip_perception/change_state')
+        get_state = stream.node.create_client(GetState, '/clip_perception/get_state')
+
+        def state():
+            return _lifecycle_call(ros, get_state, GetState.Request()).current_state.label
+
+        def transition(transition_id):
+            request = ChangeState.Request()
+            request.transition.id = transition_id
+            return _lifecycle_call(ros, change, request).success
+
+        assert state() == 'unconfigured'
+        assert stream.pub.get_subscription_count() == 0  # nothing subscribed before activation
+        assert transition(Transition.TRANSITION_CONFIGURE) and state() == 'inactive'
+        for _ in range(2):  # active, inactive, and active again
+            assert transition(Transition.TRANSITION_ACTIVATE) and state() == 'active'
+            stream.detections.clear()
+            assert stream.run_until(lambda: len(stream.detections) >= 3, 60), 'no detections'
+            assert transition(Transition.TRANSITION_DEACTIVATE) and state() == 'inactive'
+            assert ros.spin_until(lambda: stream.pub.get_subscription_count() == 0, 10)
+        assert transition(Transition.TRANSITION_CLEANUP) and state() == 'unconfigured'
+        elapsed, output = stop_within_deadline(stream, process, signal.SIGINT)
+    assert process.returncode == 0, output
+    assert_clean(output)
+
+
+def test_a_failed_activation_is_one_line_and_the_node_stays_inactive(ros, tmp_path):
+    with running_node('-p', f'model:={tmp_path / "absent"}', '-p', 'autostart:=false') as process:
+        probe = ros.node('failing_manager')
+        change = probe.create_client(ChangeState, '/clip_perception/change_state')
+        get_state = probe.create_client(GetState, '/clip_perception/get_state')
+        for transition_id, succeeds in [(Transition.TRANSITION_CONFIGURE, True),
+                                        (Transition.TRANSITION_ACTIVATE, False)]:
+            request = ChangeState.Request()
+            request.transition.id = transition_id
+            assert _lifecycle_call(ros, change, request).success == succeeds
+        assert _lifecycle_call(ros, get_state,
+                               GetState.Request()).current_state.label == 'inactive'
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    lines = [line for line in output.splitlines() if 'cannot start' in line]
+    assert len(lines) == 1 and 'does not exist' in lines[0], output

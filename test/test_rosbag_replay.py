@@ -19,6 +19,8 @@ from vision_msgs.msg import Classification, Detection2DArray
 
 # Nodes over DDS, processes: the slow tier (make test runs it, make test-fast does not).
 pytestmark = pytest.mark.slow
+# Bags are read and written with rosbags (PyPI), an optional test dependency.
+pytest.importorskip('rosbags', reason='rosbags is not installed (pip install rosbags)')
 
 # (squares drawn on a grey 160×120 frame) per frame; the labels the node must find.
 SCENES = [

@@ -10,6 +10,7 @@ Several frames (several cameras) share one encoder pass.
 """
 from dataclasses import dataclass, field, replace
 import logging
+import threading
 from typing import NamedTuple, Sequence
 
 from clip_perception.engine.boxes import Detection
@@ -20,12 +21,16 @@ from clip_perception.engine.prompts import (ClassEmbeddings, DEFAULT_BACKGROUND_
                                             LabelEmbeddingCache)
 from clip_perception.engine.scoring import class_logits, label_scores
 from clip_perception.engine.sliding_windows.crops import crop_batch
-from clip_perception.engine.sliding_windows.grid import window_grid, WindowSpec
+from clip_perception.engine.sliding_windows.grid import window_count, window_grid, WindowSpec
 from clip_perception.engine.sliding_windows.grouping import REFINEMENTS, select_detections
 import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
+
+
+class InferenceCancelled(RuntimeError):
+    """ZeroShotDetector.cancel() stopped an encoder pass."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class DetectorSettings:
     max_batch: int = 64
     box_refinement: str = 'merge'
     box_regression: bool = True  # move windows by the model's box regressor, if it has one
+    max_windows: int = 2048  # most windows one frame may ask for (work and memory per frame)
 
     def __post_init__(self):
         for name in ('score_threshold', 'nms_iou'):
@@ -52,9 +58,23 @@ class DetectorSettings:
             raise ValueError(f'max_detections must be >= 1, got {self.max_detections}')
         if self.max_batch < 1:
             raise ValueError(f'max_batch must be >= 1, got {self.max_batch}')
+        if self.max_windows < 1:
+            raise ValueError(f'max_windows must be >= 1, got {self.max_windows}')
         if self.box_refinement not in REFINEMENTS:
             raise ValueError(f'box_refinement must be one of {", ".join(REFINEMENTS)}, '
                              f'not {self.box_refinement!r}')
+
+    def check_frame(self, height: int, width: int) -> None:
+        """Raise ValueError when a height×width frame asks for more than max_windows windows."""
+        count = window_count(height, width, self.windows)
+        if count > self.max_windows:
+            raise ValueError(f'a {width}×{height} frame would need {count} windows with these '
+                             f'window settings, more than max_windows={self.max_windows}')
+
+    def window_grid(self, height: int, width: int) -> np.ndarray:
+        """Return the frame's [N, 4] int xyxy windows, checked first (check_frame)."""
+        self.check_frame(height, width)
+        return window_grid(height, width, self.windows)
 
 
 @dataclass(frozen=True)
@@ -100,6 +120,7 @@ class ZeroShotDetector:
                                      encoder.device)
         # Crops per encoder pass: settings.max_batch, lowered after CUDA out-of-memory.
         self.batch_size = self.settings.max_batch
+        self._cancelled = threading.Event()
         self.class_embeddings()  # validate the prompts and encode them now, not per frame
 
     def update(self, **changes) -> DetectorSettings:
@@ -161,7 +182,7 @@ class ZeroShotDetector:
         classes = self.class_embeddings()
         flags = [bgr] * len(frames) if isinstance(bgr, bool) else list(bgr)
         if windows is None:
-            windows = [window_grid(frame.shape[0], frame.shape[1], self.settings.windows)
+            windows = [self.settings.window_grid(frame.shape[0], frame.shape[1])
                        for frame in frames]
         inputs, grids = [], []
         for frame, is_bgr, grid in zip(frames, flags, windows, strict=True):
@@ -202,11 +223,20 @@ class ZeroShotDetector:
         names = classes.column_labels
         return [names[i] for i in best.indices.tolist()], best.values.cpu().numpy()
 
+    def cancel(self) -> None:
+        """
+        Stop the encoder pass in progress at its next chunk, and every later one.
+
+        The pass raises InferenceCancelled; for shutting down (a stop need not wait
+        for a whole frame of thousands of windows).
+        """
+        self._cancelled.set()
+
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Encode in chunks of `batch_size`; on CUDA out-of-memory halve it and retry."""
         while True:
             try:
-                return torch.cat([self.encoder.encode_images(chunk)
+                return torch.cat([self._encode_chunk(chunk)
                                   for chunk in pixels.split(self.batch_size)])
             except torch.cuda.OutOfMemoryError:
                 if self.batch_size == 1:
@@ -214,3 +244,8 @@ class ZeroShotDetector:
                 self.batch_size = max(1, self.batch_size // 2)
                 torch.cuda.empty_cache()
                 log.warning('CUDA out of memory: batch lowered to %d crops', self.batch_size)
+
+    def _encode_chunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self._cancelled.is_set():
+            raise InferenceCancelled('the detector was cancelled')
+        return self.encoder.encode_images(pixels)

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD, ClipEncoder, ImageSettings
-from clip_perception.engine.sliding_windows.box_regression import load_box_regressor
+from clip_perception.engine.sliding_windows.box_regression import (load_box_regressor,
+                                                                   REGRESSOR_FILE)
 import torch
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def resolve_model_directory(model: str) -> Path:
 
 def _check_model_files(directory: Path) -> None:
     missing = [name for name in ('config.json',) if not (directory / name).is_file()]
-    weights = list(directory.glob('*.safetensors'))
+    # the box regressor (its own safetensors file) is no model weights
+    weights = [p for p in directory.glob('*.safetensors') if p.name != REGRESSOR_FILE]
     if not weights:
         others = sorted(p.name for p in directory.iterdir()
                         if p.suffix in ('.bin', '.pt', '.pth', '.ckpt', '.h5', '.msgpack'))
@@ -147,8 +149,9 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = 'auto',
         clip = CLIPModel.from_pretrained(directory, use_safetensors=True,
                                          trust_remote_code=False, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f'could not load CLIP from {directory}: {error}') from error
+    except Exception as error:  # truncated or foreign files fail in many ways; all mean this
+        raise ModelLoadError(f'could not load CLIP from {directory}: '
+                             f'{type(error).__name__}: {_first_line(error)}') from error
     clip.to(torch_device).eval()
     settings = read_image_settings(directory, clip.config.vision_config.image_size)
     try:
@@ -159,3 +162,9 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = 'auto',
              ', with a box regressor' if box_regressor else '')
     return ClipEncoder(clip, tokenizer, settings, name=model,
                        box_regressor=box_regressor and box_regressor.to(torch_device))
+
+
+def _first_line(error: Exception) -> str:
+    """Return an exception's message, first line only (a log line stays one line)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ''

@@ -1,35 +1,55 @@
 """
 clip_perception node: camera images in, vision_msgs detections out.
 
-A thin adapter: parameters, subscriptions, conversions and publishing. All
-tensor work happens in the engine (`ZeroShotDetector`). Subscription callbacks
-only convert and park the newest frame of each camera; one inference thread
-takes every parked frame at once (several cameras: one batch), so inference
-never works through a backlog, and each overwritten frame is counted as dropped.
+A thin managed (lifecycle) adapter around the engine's ZeroShotDetector:
+
+    unconfigured --configure--> inactive   parameters read and checked, publishers
+    inactive     --activate-->  active     model loaded, subscriptions, inference thread
+    active       --deactivate-> inactive   thread stopped, subscriptions and model
+                                           released (GPU memory freed)
+    inactive     --cleanup-->   unconfigured
+
+With `autostart` (the default) `main` configures and activates it at start-up;
+a transition that fails logs one `cannot start:` line and `main` exits 1.
+
+Subscription callbacks only park the newest message of each camera. One
+inference thread takes every parked message at once, converts and checks each
+(a bad one is rejected alone, and a large compressed image is decoded there,
+not in the executor), and runs the rest as one batch (several cameras: one
+pass on the GPU); inference never works through a backlog, and each replaced
+message is counted as dropped. Parameter changes are checked when they are set
+and reach the detector before its next frame, without waiting for the frame in
+progress. A stop waits a moment for the frame in progress, then leaves it.
 """
 from dataclasses import dataclass
+import functools
+import os
+import signal
 import sys
 import threading
 import time
 
-from clip_perception.engine.detector import ZeroShotDetector
+from clip_perception.engine.detector import InferenceCancelled, ZeroShotDetector
 from clip_perception.engine.model_loading import load_clip, ModelLoadError
 from clip_perception.ros import messages
 from clip_perception.ros.diagnostics import LatencyWindow, RateMeter
 from clip_perception.ros.image_conversion import (fit_to_pixel_budget, Frame,
                                                   frame_from_compressed, frame_from_raw,
                                                   ImageError)
-from clip_perception.ros.parameters import (BY_NAME, check_choices, DETECTOR_PARAMETERS,
+from clip_perception.ros.package_files import resolve_model
+from clip_perception.ros.parameters import (check_choices, DETECTOR_PARAMETERS,
                                             detector_settings, PARAMETERS)
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
 import rclpy
+from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
                        ReliabilityPolicy)
+from rclpy.validate_topic_name import validate_topic_name
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
@@ -43,7 +63,10 @@ _TYPES = {
     'integer': ParameterType.PARAMETER_INTEGER,
     'bool': ParameterType.PARAMETER_BOOL,
 }
+COUNTERS = ('received', 'processed', 'dropped', 'rejected', 'paused', 'failed')
 _LOG_EVERY_SEC = 5.0
+# A stop waits this long for the frame in progress; after that the frame is abandoned.
+STOP_WAIT_SEC = 2.0
 
 
 def _descriptor(spec) -> ParameterDescriptor:
@@ -60,79 +83,202 @@ def _descriptor(spec) -> ParameterDescriptor:
     return descriptor
 
 
+def _reported(callback):
+    """
+    Log what a lifecycle callback raises, and fail the transition.
+
+    rclpy turns an exception in a transition callback into ERROR without a word;
+    during configure or activate it is a `cannot start:` line, like the expected
+    errors, so that every start-up failure says why.
+    """
+    @functools.wraps(callback)
+    def guarded(self, state):
+        try:
+            return callback(self, state)
+        except Exception as error:
+            prefix = 'cannot start' if callback.__name__ in ('on_configure', 'on_activate') \
+                else f'{callback.__name__} failed'
+            self.get_logger().fatal(f'{prefix}: {type(error).__name__}: {error}')
+            return TransitionCallbackReturn.ERROR
+    return guarded
+
+
 @dataclass
-class PendingFrame:
-    header: object
-    frame: Frame
-    received: float  # time.monotonic() when the message arrived
+class ParkedImage:
+    """The newest message of one camera, waiting for the inference thread."""
+
+    topic: str
+    msg: object  # sensor_msgs Image or CompressedImage
+    received: float  # time.monotonic() when it arrived
 
 
-class ClipPerceptionNode(Node):
+class ClipPerceptionNode(LifecycleNode):
 
     def __init__(self, encoder=None, **node_options):
         """
-        Declare the parameters, load the model, create the interfaces.
+        Declare the parameters and the services; nothing is loaded before `configure`.
 
-        `encoder`: an already loaded encoder (tests); by default the `model`
-        parameter is loaded. Raises ModelLoadError or ValueError on bad set-up.
+        `encoder`: an already loaded encoder (tests) used instead of loading the
+        `model` parameter. Raises rclpy's ParameterException when a parameter given
+        at start-up is of the wrong type or out of its range.
         """
         super().__init__('clip_perception', **node_options)
-        for spec in PARAMETERS:
-            if spec.kind == 'string_array' and not spec.default:
-                self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, _descriptor(spec))
-            else:
-                self.declare_parameter(spec.name, spec.default, _descriptor(spec))
-        settings = detector_settings(self._values(DETECTOR_PARAMETERS))
-        check_choices(self._values(('image_reliability', 'image_transport', 'precision')))
-        if encoder is None:
-            encoder = load_clip(self._value('model'), self._value('device'),
-                                self._value('precision'))
-        self.model_name = getattr(encoder, 'name', '') or self._value('model')
-        self.detector = ZeroShotDetector(encoder, settings)
-        self._detector_lock = threading.Lock()
-        self._enabled = self._value('enabled')
-        self._publish_debug = self._value('publish_debug_image')
-        self._max_image_pixels = self._value('max_image_pixels')
-
-        self._pending: dict[str, PendingFrame] = {}
+        self._given_encoder = encoder
+        self.detector = None
+        self.model_name = ''
+        self.input_topics: list[str] = []
+        self._inputs = []
+        self._publishers_out = []
+        self._pending: dict[str, ParkedImage] = {}
         self._wake = threading.Condition()
-        self.counters = {'received': 0, 'processed': 0, 'dropped': 0, 'rejected': 0,
-                         'paused': 0, 'failed': 0}
+        self._stop = threading.Event()
+        self._worker = None
+        self._next_settings = None  # set while a parameter change waits for the next frame
+        self._settings_lock = threading.Lock()
+        self.counters = dict.fromkeys(COUNTERS, 0)
         self._input_rate, self._output_rate = RateMeter(), RateMeter()
         self._latency, self._engine_time = LatencyWindow(), LatencyWindow()
-
-        self.detections_pub = self.create_publisher(Detection2DArray, 'detections', 10)
-        self.classification_pub = self.create_publisher(Classification, 'classification', 10)
-        self.label_info_pub = self.create_publisher(LabelInfo, 'label_info', QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        self.debug_pub = self.create_publisher(Image, '~/debug_image', qos_profile_sensor_data)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._subscribe_inputs()
-        self.create_service(SetBool, '~/enable', self._on_enable)
+        self._last_logged: dict[tuple, float] = {}
+        # Last: a refused start-up value raises here, and rclpy then destroys this node.
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self._read_runtime_switches()
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+        self.create_service(SetBool, '~/enable', self._on_enable)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(1.0, self._publish_diagnostics)
-        self._publish_label_info()
 
-        self._stop = threading.Event()
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> bool:
+        """Configure and activate (what `autostart` does); False when a step fails."""
+        return (self.trigger_configure() == TransitionCallbackReturn.SUCCESS and
+                self.trigger_activate() == TransitionCallbackReturn.SUCCESS)
+
+    @_reported
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            detector_settings(self._values(DETECTOR_PARAMETERS))
+            check_choices(self._values(('image_reliability', 'image_transport', 'precision')))
+            self.input_topics = self._input_topic_names()
+        except (ValueError, InvalidTopicNameException) as error:
+            return self._cannot_start(error)
+        self.detections_pub = self.create_lifecycle_publisher(
+            Detection2DArray, 'detections', 10)
+        self.classification_pub = self.create_lifecycle_publisher(
+            Classification, 'classification', 10)
+        self.label_info_pub = self.create_lifecycle_publisher(LabelInfo, 'label_info', QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.debug_pub = self.create_lifecycle_publisher(Image, '~/debug_image',
+                                                         qos_profile_sensor_data)
+        self._publishers_out = [self.detections_pub, self.classification_pub,
+                                self.label_info_pub, self.debug_pub]
+        return super().on_configure(state)
+
+    @_reported
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            settings = detector_settings(self._values(DETECTOR_PARAMETERS))
+            encoder = self._given_encoder
+            if encoder is None:
+                encoder = load_clip(resolve_model(self._value('model')), self._value('device'),
+                                    self._value('precision'))
+            self.detector = ZeroShotDetector(encoder, settings)
+        except (ModelLoadError, ValueError) as error:
+            return self._cannot_start(error)
+        with self._settings_lock:
+            self._next_settings = None  # the detector was just built from the parameters
+        self.model_name = getattr(encoder, 'name', '') or self._value('model')
+        result = super().on_activate(state)  # the publishers first: frames may come at once
+        self._stop.clear()
         self._worker = threading.Thread(target=self._inference_loop, name='clip_inference',
                                         daemon=True)
         self._worker.start()
+        self._subscribe_inputs()
+        self._publish_label_info()
         self.get_logger().info(
-            f'ready: model {self.model_name} on {encoder.device}, labels {list(settings.labels)}, '
-            f'box regression {"on" if self.detector.regresses_boxes else "off"}, '
-            f'inputs {self.input_topics}')
+            f'active: model {self.model_name} on {encoder.device}, labels '
+            f'{list(settings.labels)}, box regression '
+            f'{"on" if self.detector.regresses_boxes else "off"}, inputs {self.input_topics}')
+        return result
+
+    @_reported
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        return super().on_deactivate(state)
+
+    @_reported
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_publishers()
+        return super().on_cleanup(state)
+
+    @_reported
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self._destroy_publishers()
+        return TransitionCallbackReturn.SUCCESS
+
+    @_reported
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self._destroy_publishers()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _cannot_start(self, error: Exception) -> TransitionCallbackReturn:
+        self.get_logger().fatal(f'cannot start: {error}')
+        return TransitionCallbackReturn.FAILURE
+
+    def _deactivate(self) -> None:
+        self.stop_inference()
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        self._inputs.clear()
+        with self._wake:
+            self._pending.clear()
+        if self.detector is not None and self._given_encoder is None:
+            self.detector.encoder.release()  # and the CUDA cache with it
+        self.detector = None
+
+    def _destroy_publishers(self) -> None:
+        for publisher in self._publishers_out:
+            self.destroy_lifecycle_publisher(publisher)
+        self._publishers_out.clear()
+
+    def stop_inference(self, wait_sec: float = STOP_WAIT_SEC) -> bool:
+        """
+        Stop the inference thread; True once it has ended.
+
+        A frame in progress is cancelled at its next encoder chunk and its results
+        are not published; after `wait_sec` the thread is left to finish alone
+        (False), and nothing it does later is published.
+        """
+        asked_before = self._stop.is_set()  # a frame left once is not waited for again
+        self._stop.set()
+        if self.detector is not None:
+            self.detector.cancel()
+        with self._wake:
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=0.0 if asked_before else wait_sec)
+            if self._worker.is_alive():
+                return False
+            self._worker = None
+        return True
 
     # --- parameters -----------------------------------------------------------------
     def _value(self, name: str):
-        # A string array declared without a value (image_topics) reads as empty.
-        return self.get_parameter_or(name, Parameter(name, value=BY_NAME[name].default)).value
+        return self.get_parameter(name).value
 
     def _values(self, names) -> dict:
         return {name: self._value(name) for name in names}
 
-    def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+    def _read_runtime_switches(self) -> None:
+        self._enabled = self._value('enabled')
+        self._publish_debug = self._value('publish_debug_image')
+        self._max_image_pixels = self._value('max_image_pixels')
+
+    def _validate_parameters(self, parameters) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters}
         try:
             if changes.keys() & set(DETECTOR_PARAMETERS):
@@ -143,20 +289,32 @@ class ClipPerceptionNode(Node):
             return SetParametersResult(successful=False, reason=str(error))
         return SetParametersResult(successful=True)
 
-    def _apply_parameters(self, parameters: list[Parameter]) -> None:
+    def _apply_parameters(self, parameters) -> None:
         names = {p.name for p in parameters}
-        if names & set(DETECTOR_PARAMETERS):
-            settings = detector_settings(self._values(DETECTOR_PARAMETERS))
-            with self._detector_lock:  # waits for a running inference; re-encodes text once
-                changed = {f: getattr(settings, f) for f in settings.__dataclass_fields__
-                           if getattr(settings, f) != getattr(self.detector.settings, f)}
-                self.detector.update(**changed)
-            if {'labels', 'score_threshold'} & names:
-                self._publish_label_info()
-            self.get_logger().info(f'updated: {", ".join(sorted(names))}')
-        self._enabled = self._value('enabled')
-        self._publish_debug = self._value('publish_debug_image')
-        self._max_image_pixels = self._value('max_image_pixels')
+        self._read_runtime_switches()
+        if not names & set(DETECTOR_PARAMETERS):
+            return
+        settings = detector_settings(self._values(DETECTOR_PARAMETERS))
+        with self._settings_lock:  # the inference thread takes it before its next frame
+            self._next_settings = settings
+        if {'labels', 'score_threshold'} & names and self.detector is not None:
+            self._publish_label_info()
+        self.get_logger().info(f'updated: {", ".join(sorted(names))}')
+
+    def _take_new_settings(self) -> None:
+        """Give the detector the latest parameter values (prompts are encoded here, once)."""
+        with self._settings_lock:
+            settings, self._next_settings = self._next_settings, None
+        if settings is None:
+            return
+        current = self.detector.settings
+        changed = {f: getattr(settings, f) for f in settings.__dataclass_fields__
+                   if getattr(settings, f) != getattr(current, f)}
+        try:
+            self.detector.update(**changed)
+        except Exception as error:  # the encoder may refuse prompts: keep the old settings
+            self.get_logger().error(f'parameter change not applied: {type(error).__name__}: '
+                                    f'{error}')
 
     def _on_enable(self, request, response):
         result = self.set_parameters([Parameter('enabled', value=bool(request.data))])[0]
@@ -165,120 +323,168 @@ class ClipPerceptionNode(Node):
         return response
 
     # --- inputs ---------------------------------------------------------------------
+    def _input_topic_names(self) -> list[str]:
+        """Resolve the input topics; InvalidTopicNameException for a name ROS refuses."""
+        topics = list(self._value('image_topics'))
+        if not topics:
+            raise ValueError('image_topics must name at least one topic')
+        for topic in topics:
+            validate_topic_name(topic)  # resolve_topic_name's own error is a bare RCLError
+        suffix = '/compressed' if self._value('image_transport') == 'compressed' else ''
+        return [self.resolve_topic_name(topic).rstrip('/') + suffix for topic in topics]
+
     def _subscribe_inputs(self) -> None:
         reliability = (ReliabilityPolicy.RELIABLE if self._value('image_reliability') == 'reliable'
                        else ReliabilityPolicy.BEST_EFFORT)
         qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability,
                          durability=DurabilityPolicy.VOLATILE)
-        topics = self._value('image_topics') or ['image']
-        compressed = self._value('image_transport') == 'compressed'
-        self.input_topics = []
-        for topic in topics:
-            resolved = self.resolve_topic_name(topic)
-            if compressed:
-                resolved = resolved.rstrip('/') + '/compressed'
-                self.create_subscription(CompressedImage, resolved,
-                                         lambda msg, t=resolved: self._on_compressed(t, msg), qos)
-            else:
-                self.create_subscription(Image, resolved,
-                                         lambda msg, t=resolved: self._on_image(t, msg), qos)
-            self.input_topics.append(resolved)
+        msg_type = CompressedImage if self._value('image_transport') == 'compressed' else Image
+        self._inputs = [self.create_subscription(msg_type, topic,
+                                                 lambda msg, t=topic: self._park(t, msg), qos)
+                        for topic in self.input_topics]
 
-    def _on_image(self, topic: str, msg: Image) -> None:
-        self._receive(topic, msg.header, lambda: frame_from_raw(
-            msg.height, msg.width, msg.encoding, msg.step, msg.data))
-
-    def _on_compressed(self, topic: str, msg: CompressedImage) -> None:
-        self._receive(topic, msg.header, lambda: frame_from_compressed(msg.format, msg.data))
-
-    def _receive(self, topic: str, header, convert) -> None:
+    def _park(self, topic: str, msg) -> None:
         received = time.monotonic()
         self._input_rate.tick(received)
         self.counters['received'] += 1
         if not self._enabled:
             self.counters['paused'] += 1
             return
-        try:
-            converted = convert()
-        except ImageError as error:
-            self.counters['rejected'] += 1
-            self.get_logger().warning(f'{topic}: image rejected: {error}',
-                                      throttle_duration_sec=_LOG_EVERY_SEC)
-            return
-        frame = fit_to_pixel_budget(converted, self._max_image_pixels)
-        if frame is not converted:
-            height, width = converted.pixels.shape[:2]
-            self.get_logger().warning(
-                f'{topic}: {width}×{height} image exceeds max_image_pixels='
-                f'{self._max_image_pixels}: downscaled by {frame.scale[0]:.3f} for inference '
-                '(boxes stay in input pixels)', throttle_duration_sec=_LOG_EVERY_SEC)
         with self._wake:
             if topic in self._pending:
                 self.counters['dropped'] += 1
-            self._pending[topic] = PendingFrame(header, frame, received)
+            self._pending[topic] = ParkedImage(topic, msg, received)
             self._wake.notify()
+
+    def _convert(self, parked: ParkedImage) -> Frame | None:
+        """Convert a parked message into a frame for the detector; None when it is rejected."""
+        msg = parked.msg
+        try:
+            if isinstance(msg, CompressedImage):
+                converted = frame_from_compressed(msg.format, msg.data, self._max_image_pixels)
+            else:
+                converted = frame_from_raw(msg.height, msg.width, msg.encoding, msg.step,
+                                           msg.data)
+            frame = fit_to_pixel_budget(converted, self._max_image_pixels)
+            self.detector.settings.check_frame(*frame.pixels.shape[:2])
+        except (ImageError, ValueError) as error:
+            self.counters['rejected'] += 1
+            self._log_throttled(('rejected', parked.topic, type(error).__name__), 'warning',
+                                f'{parked.topic}: image rejected: {error}')
+            return None
+        if frame.scale != converted.scale:
+            height, width = converted.pixels.shape[:2]
+            self._log_throttled(('downscaled', parked.topic), 'warning',
+                                f'{parked.topic}: {width}×{height} image exceeds '
+                                f'max_image_pixels={self._max_image_pixels}: downscaled for '
+                                'inference (boxes stay in input pixels)')
+        return frame
+
+    def _log_throttled(self, key: tuple, level: str, text: str) -> None:
+        """Log `text` at most once per _LOG_EVERY_SEC for each `key` (kind, topic, …)."""
+        now = time.monotonic()
+        if now - self._last_logged.get(key, -_LOG_EVERY_SEC) >= _LOG_EVERY_SEC:
+            self._last_logged[key] = now
+            getattr(self.get_logger(), level)(text)
 
     # --- inference ------------------------------------------------------------------
     def _inference_loop(self) -> None:
-        while not self._stop.is_set():
-            with self._wake:
-                self._wake.wait_for(lambda: self._pending or self._stop.is_set(), timeout=0.5)
-                batch = list(self._pending.values())
-                self._pending.clear()
-            if batch and not self._stop.is_set():
-                self._infer(batch)
-
-    def _infer(self, batch: list[PendingFrame]) -> None:
-        started = time.monotonic()
         try:
-            with self._detector_lock:
-                results = self.detector.detect_batch([p.frame.pixels for p in batch],
-                                                     bgr=[p.frame.bgr for p in batch])
-        except Exception as error:  # keep running: log, count, next frame
-            self.counters['failed'] += len(batch)
-            self.get_logger().error(f'inference failed: {type(error).__name__}: {error}',
-                                    throttle_duration_sec=_LOG_EVERY_SEC)
+            while not self._stop.is_set():
+                with self._wake:
+                    self._wake.wait_for(lambda: self._pending or self._stop.is_set(),
+                                        timeout=0.5)
+                    parked = list(self._pending.values())
+                    self._pending.clear()
+                if parked and not self._stop.is_set():
+                    self._process(parked)
+        except InferenceCancelled:
+            pass  # stopping
+
+    def _process(self, parked: list[ParkedImage]) -> None:
+        self._take_new_settings()
+        ready = [(p, frame) for p in parked if (frame := self._convert(p)) is not None]
+        if not ready:
             return
+        started = time.monotonic()
+        results = self._detect([frame for _, frame in ready])
         self._engine_time.add(time.monotonic() - started)
-        want_debug = self._publish_debug and self.debug_pub.get_subscription_count() > 0
-        for pending, result in zip(batch, results):
-            detections = messages.detection_array(pending.header, result.detections,
-                                                  pending.frame.scale)
+        for (item, frame), result in zip(ready, results):
+            if result is not None and not self._publish(item, frame, result):
+                return
+
+    def _detect(self, frames: list[Frame]) -> list:
+        """
+        Detect in each frame: its FrameResult, or None when inference failed for it.
+
+        Failures are counted and logged. A batch that fails is retried one frame at a
+        time, so one camera's bad frame does not cost the others theirs.
+        """
+        try:
+            return self.detector.detect_batch([f.pixels for f in frames],
+                                              bgr=[f.bgr for f in frames])
+        except InferenceCancelled:
+            raise
+        except Exception as error:  # keep running: log, count, next frame
+            if len(frames) > 1:
+                return [self._detect([frame])[0] for frame in frames]
+            self.counters['failed'] += 1
+            self._log_throttled(('failed', type(error).__name__), 'error',
+                                f'inference failed: {type(error).__name__}: {error}')
+            return [None]
+
+    def _publish(self, parked: ParkedImage, frame: Frame, result) -> bool:
+        """Publish one frame's outputs; False once the node is stopping (nothing sent then)."""
+        if self._stop.is_set() or not self.context.ok():
+            return False
+        header = parked.msg.header
+        try:
+            detections = messages.detection_array(header, result.detections, frame.scale)
             self.detections_pub.publish(detections)
-            self.classification_pub.publish(
-                messages.classification(pending.header, result.classification))
-            self._latency.add(time.monotonic() - pending.received)
-            self._output_rate.tick()
-            self.counters['processed'] += 1
-            if want_debug:
+            self.classification_pub.publish(messages.classification(header,
+                                                                    result.classification))
+            if self._publish_debug and self.debug_pub.get_subscription_count() > 0:
                 self.debug_pub.publish(messages.debug_image(
-                    pending.header, pending.frame.pixels, pending.frame.bgr,
-                    messages.detection_array(pending.header, result.detections)))
+                    header, frame.pixels, frame.bgr,
+                    messages.detection_array(header, result.detections)))
+        except Exception:  # a context shut down by a signal mid-publish: nothing to report
+            if self._stop.is_set() or not self.context.ok():
+                return False
+            raise
+        self._latency.add(time.monotonic() - parked.received)
+        self._output_rate.tick()
+        self.counters['processed'] += 1
+        return True
 
     # --- outputs --------------------------------------------------------------------
     def _publish_label_info(self) -> None:
-        settings = self.detector.settings
+        values = self._values(('labels', 'score_threshold'))
         header = Header()
         header.stamp = self.get_clock().now().to_msg()
         self.label_info_pub.publish(
-            messages.label_info(header, settings.labels, settings.score_threshold))
+            messages.label_info(header, values['labels'], values['score_threshold']))
 
     def diagnostic_status(self) -> DiagnosticStatus:
         c = self.counters
+        detector = self.detector
+        state = self._state_machine.current_state[1]
         values = {
+            'state': state,
             'input_rate_hz': f'{self._input_rate.rate():.2f}',
             'processed_rate_hz': f'{self._output_rate.rate():.2f}',
-            'frames_received': c['received'], 'frames_processed': c['processed'],
-            'frames_dropped': c['dropped'], 'frames_rejected': c['rejected'],
-            'frames_paused': c['paused'], 'frames_failed': c['failed'],
+            **{f'frames_{name}': c[name] for name in COUNTERS},
             'latency_p50_ms': f'{self._latency.percentile_ms(50):.1f}',
             'latency_p95_ms': f'{self._latency.percentile_ms(95):.1f}',
             'engine_time_p50_ms': f'{self._engine_time.percentile_ms(50):.1f}',
-            'device': str(self.detector.encoder.device), 'model': self.model_name,
-            'labels': len(self.detector.settings.labels),
-            'max_batch': self.detector.batch_size, 'enabled': self._enabled,
+            'device': str(detector.encoder.device) if detector else '',
+            'model': self.model_name,
+            'labels': len(self._value('labels')),
+            'max_batch': detector.batch_size if detector else self._value('max_batch'),
+            'enabled': self._enabled,
         }
-        if not self._enabled:
+        if state != 'active':
+            level, message = DiagnosticStatus.OK, state
+        elif not self._enabled:
             level, message = DiagnosticStatus.OK, 'paused'
         elif c['failed']:
             level, message = DiagnosticStatus.ERROR, f'{c["failed"]} frames failed in inference'
@@ -287,8 +493,8 @@ class ClipPerceptionNode(Node):
         else:
             level, message = DiagnosticStatus.OK, 'running'
         return DiagnosticStatus(
-            level=level, name=f'{self.get_fully_qualified_name()}: inference', message=message,
-            hardware_id=str(self.detector.encoder.device),
+            level=level, name=f'{self.get_fully_qualified_name().lstrip("/")}: inference',
+            message=message, hardware_id=values['device'],
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
     def _publish_diagnostics(self) -> None:
@@ -296,30 +502,45 @@ class ClipPerceptionNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
 
-    def close(self) -> None:
-        """Stop the inference thread and release the model (and its GPU memory)."""
-        self._stop.set()
-        with self._wake:
-            self._wake.notify_all()
-        self._worker.join(timeout=30.0)
-        with self._detector_lock:
-            release = getattr(self.detector.encoder, 'release', None)
-            if release:
-                release()
+    def close(self) -> bool:
+        """Stop inference and release the model; False when a frame was left running."""
+        finished = self.stop_inference()
+        if finished:
+            self._deactivate()
+        return finished
+
+    def destroy_node(self) -> None:
+        """Stop the inference thread, destroy the node and its lifecycle state machine."""
+        self.close()
+        super().destroy_node()
+        # rclpy leaves the state machine, which holds the node's handle and serves its
+        # lifecycle services, to the garbage collector: until then the node stays on the
+        # graph and a lifecycle manager's requests can go to it instead of a live node.
+        self._state_machine.destroy_when_not_in_use()
 
 
 def main(args=None) -> int:
-    """Exit 0 on SIGINT/SIGTERM (what `ros2 launch` sends), 1 when set-up fails."""
+    """
+    Run the node; exit 0 on SIGINT/SIGTERM (what `ros2 launch` sends), 1 when it cannot start.
+
+    A stop that finds a frame still in inference after STOP_WAIT_SEC leaves it and
+    ends the process at once (os._exit): a thread still inside torch at interpreter
+    exit can abort the process.
+    """
     rclpy.init(args=args)  # SIGINT and SIGTERM shut the context down: spin returns
     executor = SingleThreadedExecutor()  # before the node: a signal may come at any time
     node = None
+    code, finished = 0, True
     try:
         node = ClipPerceptionNode()
         executor.add_node(node)
-        executor.spin()
-    except (ModelLoadError, ValueError) as error:
+        if node.get_parameter('autostart').value and not node.start():
+            code = 1 if rclpy.ok() else 0  # not ok: a stop came while it was starting
+        else:
+            executor.spin()
+    except ParameterException as error:  # a start-up value of the wrong type or range
         rclpy.logging.get_logger('clip_perception').fatal(f'cannot start: {error}')
-        return 1
+        code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
@@ -327,12 +548,20 @@ def main(args=None) -> int:
             raise
         # A signal shut the context down while the node was starting: nothing to report.
     finally:
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):  # one stop at a time
+            signal.signal(stop_signal, signal.SIG_IGN)
         if node is not None:
-            node.close()
+            finished = node.close()
+            if not finished:
+                node.get_logger().info('stopped with a frame still in inference: it is left')
             node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
-    return 0
+    if not finished:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == '__main__':

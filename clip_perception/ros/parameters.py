@@ -7,6 +7,7 @@ Defaults and allowed values of what the engine uses come from the engine.
 This module has no ROS imports so the table can be read anywhere (the tools
 read parameter files with it).
 """
+import array
 from dataclasses import dataclass
 
 from clip_perception.engine.detector import DetectorSettings
@@ -17,6 +18,8 @@ from clip_perception.engine.sliding_windows.grouping import REFINEMENTS
 
 _DETECTOR = DetectorSettings()
 _WINDOWS = WindowSpec()
+# Window settings are checked on a frame of this size (height, width) when they are set.
+REFERENCE_FRAME = (480, 640)
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,8 @@ class ParameterSpec:
 
 PARAMETERS = (
     ParameterSpec('model', DEFAULT_MODEL, 'string',
-                  'Hugging Face id or local directory of a CLIP model (safetensors only)',
+                  'Hugging Face id, directory, path in the package share or '
+                  'package://pkg/path of a CLIP model (safetensors only)',
                   read_only=True),
     ParameterSpec('device', 'auto', 'string', 'auto (CUDA when available), cpu, cuda or cuda:N',
                   read_only=True),
@@ -71,20 +75,27 @@ PARAMETERS = (
     ParameterSpec('max_batch', _DETECTOR.max_batch, 'integer',
                   'Most crops per forward pass (halved automatically on CUDA OOM)',
                   limits=(1, 4096)),
+    ParameterSpec('max_windows', _DETECTOR.max_windows, 'integer',
+                  'Most windows one frame may ask for; a window setting that needs more on a '
+                  f'{REFERENCE_FRAME[1]}x{REFERENCE_FRAME[0]} frame is refused, a frame that '
+                  'needs more is rejected', limits=(1, 1_000_000)),
     ParameterSpec('max_image_pixels', 4096 * 4096, 'integer',
                   'Larger images are downscaled before inference (boxes stay in input '
                   'pixels)', limits=(1024, 2 ** 31 - 1)),
     ParameterSpec('image_reliability', 'best_effort', 'string',
                   'Input QoS reliability: best_effort or reliable (depth 1)', read_only=True,
                   choices=('best_effort', 'reliable')),
-    ParameterSpec('image_topics', [], 'string_array',
-                  'Several cameras: image topics batched together (empty: the `image` '
-                  'topic)', read_only=True),
+    ParameterSpec('image_topics', ['image'], 'string_array',
+                  'Image topics, batched together (several cameras); remap `image` for one',
+                  read_only=True),
     ParameterSpec('image_transport', 'raw', 'string',
                   'raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage on '
                   '<topic>/compressed)', read_only=True, choices=('raw', 'compressed')),
     ParameterSpec('publish_debug_image', True, 'bool',
                   'Publish ~/debug_image (drawn only while someone subscribes)'),
+    ParameterSpec('autostart', True, 'bool',
+                  'Configure and activate at start-up (false: wait for a lifecycle manager)',
+                  read_only=True),
     ParameterSpec('enabled', True, 'bool',
                   'Run inference; false pauses it and keeps the subscriptions '
                   '(also the ~/enable service)'),
@@ -95,7 +106,7 @@ BY_NAME = {spec.name: spec for spec in PARAMETERS}
 # The parameters that shape detection, as DetectorSettings fields and WindowSpec fields.
 _SETTINGS_FIELDS = ('labels', 'prompt_templates', 'background_prompts', 'score_threshold',
                     'nms_iou', 'max_detections', 'max_batch', 'box_refinement',
-                    'box_regression')
+                    'box_regression', 'max_windows')
 _WINDOW_FIELDS = {'window_scales': 'scales', 'window_aspect_ratios': 'aspect_ratios',
                   'window_overlap': 'overlap'}
 DETECTOR_PARAMETERS = _SETTINGS_FIELDS + tuple(_WINDOW_FIELDS)
@@ -116,12 +127,15 @@ def check_choices(values: dict) -> None:
 def detector_settings(values: dict) -> DetectorSettings:
     """Values of DETECTOR_PARAMETERS -> validated DetectorSettings; ValueError says why."""
     def plain(value):
-        return tuple(value) if isinstance(value, (list, tuple)) else value
+        # rclpy gives arrays as list or array.array
+        return tuple(value) if isinstance(value, (list, tuple, array.array)) else value
 
     windows = WindowSpec(**{field: plain(values[name]) for name, field in _WINDOW_FIELDS.items()})
     fields = {name: plain(values[name]) for name in _SETTINGS_FIELDS}
     validate_prompts(fields['labels'], fields['prompt_templates'], fields['background_prompts'])
-    return DetectorSettings(windows=windows, **fields)
+    settings = DetectorSettings(windows=windows, **fields)
+    settings.check_frame(*REFERENCE_FRAME)
+    return settings
 
 
 def read_parameters_file(path, node_name: str = 'clip_perception') -> dict:

@@ -21,6 +21,7 @@ import sys
 import time
 
 from clip_perception.ros.environment import local_graph_environment
+from clip_perception.ros.executable import node_command
 from clip_perception.ros.messages import box_corners
 from clip_perception.ros.rosbag_io import BagFrame, read_messages, write_image_bag
 from clip_perception.tools.assets import DEMO_BAG, DEMO_MODEL, DEMO_PARAMS
@@ -69,11 +70,8 @@ def planted_matches(detections, planted) -> int:
 
 
 def _node_command(params: Path, model: Path) -> list[str]:
-    executable = Path(sys.executable).with_name('clip_perception_node')
-    command = ([str(executable)] if executable.exists()
-               else [sys.executable, '-m', 'clip_perception.ros.node'])
-    return command + ['--ros-args', '--params-file', str(params), '-p', f'model:={model}',
-                      '-p', 'image_reliability:=reliable', '-r', f'image:={TOPIC}']
+    return node_command() + ['--ros-args', '--params-file', str(params), '-p', f'model:={model}',
+                             '-p', 'image_reliability:=reliable', '-r', f'image:={TOPIC}']
 
 
 def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:

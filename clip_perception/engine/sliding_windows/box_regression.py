@@ -112,11 +112,17 @@ def load_box_regressor(directory: Path, embedding_dim: int) -> BoxRegressor | No
     path = Path(directory) / REGRESSOR_FILE
     if not path.is_file():
         return None
-    with safe_open(str(path), framework='pt') as file:
-        metadata = file.metadata() or {}
-        if metadata.get('format') != _FORMAT or set(file.keys()) != set(_LAYERS):
-            raise ValueError(f'{path} is not a clip_perception box regressor')
-        layers = {name: file.get_tensor(name).float() for name in _LAYERS}
+    try:
+        with safe_open(str(path), framework='pt') as file:
+            metadata = file.metadata() or {}
+            keys = set(file.keys())
+            if metadata.get('format') == _FORMAT and keys == set(_LAYERS):
+                layers = {name: file.get_tensor(name).float() for name in _LAYERS}
+    except Exception as error:  # truncated, empty or not safetensors at all
+        raise ValueError(f'{path} is not a readable safetensors file: '
+                         f'{type(error).__name__}: {error}') from error
+    if metadata.get('format') != _FORMAT or keys != set(_LAYERS):
+        raise ValueError(f'{path} is not a clip_perception box regressor')
     hidden = layers['hidden.weight'].shape[0]
     if (layers['hidden.weight'].dim() != 2 or layers['hidden.bias'].shape != (hidden,)
             or layers['out.weight'].shape != (4, hidden) or layers['out.bias'].shape != (4,)):

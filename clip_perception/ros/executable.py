@@ -1,0 +1,53 @@
+"""
+The `clip_perception_node` executable (what `ros2 run` and launch files start).
+
+Loading the node's modules (torch, transformers) takes seconds; a SIGINT or
+SIGTERM in that time ends the process quietly with exit code 0 instead of a
+KeyboardInterrupt traceback. From rclpy.init on, rclpy handles the signals
+(see node.main).
+"""
+from pathlib import Path
+import shutil
+import signal
+import sys
+
+EXECUTABLE = 'clip_perception_node'
+
+
+def _exit_quietly(signum, frame):
+    raise SystemExit(0)
+
+
+def main(args=None) -> int:
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _exit_quietly)
+    from clip_perception.ros.node import main as run_node
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return run_node(args)
+
+
+def node_command() -> list[str]:
+    """
+    Return the command that starts the node as a process.
+
+    The installed executable where `ros2 run` finds it (lib/clip_perception of
+    the ament index), else the one beside this Python (a virtual environment)
+    or on PATH, else this Python running this module.
+    """
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_prefix
+        candidates.append(Path(get_package_prefix('clip_perception')) / 'lib' /
+                          'clip_perception' / EXECUTABLE)
+    except (ImportError, LookupError, OSError, ValueError):  # not in the ament index
+        pass
+    candidates.append(Path(sys.executable).with_name(EXECUTABLE))
+    on_path = shutil.which(EXECUTABLE)
+    candidates += [Path(on_path)] if on_path else []
+    found = next((str(path) for path in candidates if path.is_file()), None)
+    return [found] if found else [sys.executable, '-m', 'clip_perception.ros.executable']
+
+
+if __name__ == '__main__':
+    sys.exit(main())
