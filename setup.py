@@ -12,7 +12,7 @@ setup(
         ('share/ament_index/resource_index/packages', [f'resource/{package_name}']),
         (f'share/{package_name}', ['package.xml']),
         (f'share/{package_name}/launch', glob('launch/*.launch.py')),
-        (f'share/{package_name}/config', glob('config/*.yaml')),
+        (f'share/{package_name}/config', glob('config/*.yaml') + glob('config/*.xml')),
         (f'share/{package_name}/models/workbench_demo', glob('models/workbench_demo/*')),
     ],
     install_requires=['setuptools'],

@@ -7,10 +7,12 @@ The node as its own process, started the way the launch file starts it.
 with a random-weight CLIP of the real architecture, talked to over DDS.
 """
 from contextlib import contextmanager
+import os
 from pathlib import Path
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 from clip_perception.engine.prompts import DEFAULT_LABELS
@@ -45,11 +47,11 @@ FAILURE_WORDS = ('Traceback', 'Error', 'Exception', 'terminate called', 'Aborted
 STOP_DEADLINE_SEC = 3.0
 
 
-def start_node(*ros_args, params_file=ROOT / 'config' / 'workbench.yaml'):
+def start_node(*ros_args, params_file=ROOT / 'config' / 'workbench.yaml', env=None):
     files = ['--params-file', str(params_file)] if params_file else []
     command = node_command() + ['--ros-args', *files, *ros_args]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, env=env)
 
 
 @contextmanager
@@ -382,3 +384,37 @@ def test_a_failed_activation_is_one_line_and_the_node_stays_inactive(ros, tmp_pa
     assert process.returncode == 0, output
     lines = [line for line in output.splitlines() if 'cannot start' in line]
     assert len(lines) == 1 and 'does not exist' in lines[0], output
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize('height,width', [(480, 640), (720, 1280)])
+def test_large_frames_from_a_camera_process_arrive_with_the_packaged_fastdds_profile(
+        ros, tiny_clip_dir, height, width):
+    """Best-effort rgb8 frames from another process, as a camera driver sends them."""
+    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(
+        ROOT / 'config' / 'fastdds_large_images.xml'))
+    env.pop('FASTDDS_BUILTIN_TRANSPORTS', None)  # what a robot has: no test-wide transports
+    count = 30
+    with running_node('-p', f'model:={tiny_clip_dir}', '-p', 'device:=cpu',
+                      '-r', 'image:=/camera/image_raw', env=env) as process:
+        probe = ros.node('delivery_probe')
+        diagnostics = []
+        probe.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, RELIABLE)
+
+        def frame_counts():
+            values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+            return int(values['frames_received']), values['state']
+
+        assert ros.spin_until(lambda: diagnostics and frame_counts()[1] == 'active', 60)
+        camera = subprocess.Popen(
+            [sys.executable, str(ROOT / 'test' / 'peers' / 'camera_peer.py'), '--height',
+             str(height), '--width', str(width), '--count', str(count)], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert ros.spin_until(lambda: camera.poll() is not None, 90), 'camera did not finish'
+        assert camera.returncode == 0, camera.communicate()[0]
+        # the node counts what reached it; give the last /diagnostics time to report it
+        ros.spin_until(lambda: frame_counts()[0] >= count, 5)
+        received = frame_counts()[0]
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert received >= 0.9 * count, f'{received} of {count} {width}×{height} frames arrived'
