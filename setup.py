@@ -14,6 +14,8 @@ setup(
         (f'share/{package_name}/launch', glob('launch/*.launch.py')),
         (f'share/{package_name}/config', glob('config/*.yaml') + glob('config/*.xml')),
         (f'share/{package_name}/models/workbench_demo', glob('models/workbench_demo/*')),
+        (f'share/{package_name}/demo/workbench_bag', glob('demo/workbench_bag/*')),
+        (f'share/{package_name}/demo', glob('demo/*.json')),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
@@ -25,6 +27,7 @@ setup(
     entry_points={
         'console_scripts': [
             f'clip_perception_node = {package_name}.ros.executable:main',
+            f'clip_perception_bag_player = {package_name}.tools.bag_player:main',
         ],
     },
 )

@@ -6,7 +6,8 @@ Start clip_perception on a workbench camera.
 `model` and `device` override the parameters file only when given (empty = keep
 the file's value). The node is a lifecycle node: with `autostart:=false` it waits
 for a lifecycle manager (`ros2 lifecycle set /clip_perception configure`).
-A relative `image_topic` lies in `namespace`.
+A relative `image_topic` lies in `namespace`. The node runs with the package's
+Fast DDS profile for large images (`fastdds_profile`, see the README's Topics).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -25,6 +26,7 @@ def _clip_perception_node(context):
             overrides[name] = value
     for name in ('use_sim_time', 'autostart'):
         overrides[name] = LaunchConfiguration(name).perform(context).lower() in ('true', '1')
+    profile = LaunchConfiguration('fastdds_profile').perform(context)
     # No emulate_tty: it would write colour codes into the launch log files.
     return [LifecycleNode(
         package=PACKAGE,
@@ -33,37 +35,39 @@ def _clip_perception_node(context):
         namespace=LaunchConfiguration('namespace'),
         parameters=[LaunchConfiguration('params_file'), overrides],
         remappings=[('image', LaunchConfiguration('image_topic'))],
+        additional_env={'FASTDDS_DEFAULT_PROFILES_FILE': profile} if profile else None,
         output='screen',
     )]
 
 
+# The arguments with plain defaults: name -> (default, description).
+ARGUMENTS = {
+    'image_topic': ('camera/image_raw', 'sensor_msgs/Image topic to detect objects in (remaps '
+                                        '`image`; relative: in `namespace`)'),
+    'model': ('', 'Hugging Face id or directory of a CLIP model (empty: the parameters file '
+                  'decides)'),
+    'device': ('', 'auto, cpu, cuda or cuda:N (empty: the parameters file decides)'),
+    'namespace': ('', 'Namespace of the node and its relative topics'),
+    'autostart': ('true', 'Configure and activate at start-up (false: wait for a lifecycle '
+                          'manager)'),
+    'use_sim_time': ('false', 'Use /clock (true when replaying a bag with --clock)'),
+}
+
+
 def generate_launch_description():
     return LaunchDescription([
-        DeclareLaunchArgument(
-            'image_topic', default_value='camera/image_raw',
-            description='sensor_msgs/Image topic to detect objects in (remaps `image`; '
-                        'relative: in `namespace`)'),
         DeclareLaunchArgument(
             'params_file',
             default_value=PathJoinSubstitution(
                 [FindPackageShare(PACKAGE), 'config', 'workbench.yaml']),
             description='YAML file with the node parameters'),
         DeclareLaunchArgument(
-            'model', default_value='',
-            description='Hugging Face id or local directory of a CLIP model '
-                        '(empty: the parameters file decides)'),
-        DeclareLaunchArgument(
-            'device', default_value='',
-            description='auto, cpu, cuda or cuda:N (empty: the parameters file decides)'),
-        DeclareLaunchArgument(
-            'namespace', default_value='',
-            description='Namespace of the node and its relative topics'),
-        DeclareLaunchArgument(
-            'autostart', default_value='true',
-            description='Configure and activate at start-up (false: wait for a lifecycle '
-                        'manager)'),
-        DeclareLaunchArgument(
-            'use_sim_time', default_value='false',
-            description='Use /clock (true when replaying a bag with --clock)'),
+            'fastdds_profile',
+            default_value=PathJoinSubstitution(
+                [FindPackageShare(PACKAGE), 'config', 'fastdds_large_images.xml']),
+            description='Fast DDS profile of the node process (large images over shared '
+                        'memory; give the camera driver the same); empty: none'),
+        *(DeclareLaunchArgument(name, default_value=default, description=description)
+          for name, (default, description) in ARGUMENTS.items()),
         OpaqueFunction(function=_clip_perception_node),
     ])

@@ -19,7 +19,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / 'launch' / 'workbench.launch.py'
 LAUNCH_ARGUMENTS = {'image_topic': 'camera/image_raw', 'params_file': None, 'model': '',
-                    'device': '', 'namespace': '', 'autostart': 'true', 'use_sim_time': 'false'}
+                    'device': '', 'namespace': '', 'autostart': 'true', 'use_sim_time': 'false',
+                    'fastdds_profile': None}
 
 
 def yaml_type(value) -> str:
@@ -72,19 +73,32 @@ def test_the_readme_table_lists_every_parameter_with_type_default_and_mutability
         assert runtime == ('restart' if spec.read_only else 'yes'), spec.name
 
 
-def _launch_arguments_from_source() -> dict:
-    """DeclareLaunchArgument(name, default_value=...) calls, read without importing launch."""
+def _launch_arguments_from_source(path: Path = LAUNCH_FILE) -> dict:
+    """
+    Read a launch file's arguments and defaults without importing launch.
+
+    DeclareLaunchArgument('name', default_value=...) calls, and an ARGUMENTS table
+    {name: (default, description)} that the file declares them from.
+    """
     found = {}
-    for call in ast.walk(ast.parse(LAUNCH_FILE.read_text())):
-        if isinstance(call, ast.Call) and getattr(call.func, 'id', '') == 'DeclareLaunchArgument':
-            name = call.args[0].value
-            default = next(k.value for k in call.keywords if k.arg == 'default_value')
-            found[name] = default.value if isinstance(default, ast.Constant) else None
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Assign) and [getattr(t, 'id', '') for t in node.targets] == [
+                'ARGUMENTS']:
+            found.update({name: default for name, (default, _) in
+                          ast.literal_eval(node.value).items()})
+        elif (isinstance(node, ast.Call) and getattr(node.func, 'id', '') ==
+              'DeclareLaunchArgument' and isinstance(node.args[0], ast.Constant)):
+            default = next(k.value for k in node.keywords if k.arg == 'default_value')
+            found[node.args[0].value] = default.value if isinstance(default, ast.Constant) \
+                else None
     return found
 
 
 def test_launch_file_declares_the_documented_arguments():
     assert _launch_arguments_from_source() == LAUNCH_ARGUMENTS
+    assert _launch_arguments_from_source(ROOT / 'launch' / 'demo.launch.py') == {
+        'rate_hz': '2.0'}
+    assert 'ros2 launch clip_perception demo.launch.py' in (ROOT / 'README.md').read_text()
     text = (ROOT / 'README.md').read_text()
     for name in LAUNCH_ARGUMENTS:
         assert f'| `{name}` |' in text, name

@@ -134,6 +134,7 @@ BAD_IMAGES = {
     'yuv422': lambda: image_message(np.zeros((8, 8, 2), np.uint8), encoding='yuv422'),
     'truncated': lambda: _truncated(image_message(colour_scene())),
     'empty 0x0': lambda: Image(height=0, width=0, encoding='rgb8', step=0),
+    'long encoding': lambda: image_message(np.zeros((8, 8, 3), np.uint8), encoding='x' * 100000),
 }
 
 
@@ -155,7 +156,7 @@ def test_bad_images_are_rejected_with_a_reason_and_the_next_frame_works(
     assert len(probe.detections) == 1  # nothing was published for the bad frame
     expected = {'mono16': "unsupported encoding 'mono16'", '32FC1': 'unsupported encoding',
                 'yuv422': 'unsupported encoding', 'truncated': 'data has 28800 bytes',
-                'empty 0x0': 'empty image'}[case]
+                'empty 0x0': 'empty image', 'long encoding': '… (100000 chars)'}[case]
     log = capfd.readouterr().err
     assert 'image rejected' in log and expected in log, log
 
@@ -442,3 +443,19 @@ def test_an_unexpected_error_while_activating_is_one_cannot_start_line(ros, capf
     assert not node.start()
     lines = [line for line in capfd.readouterr().err.splitlines() if 'cannot start' in line]
     assert len(lines) == 1 and 'AttributeError' in lines[0], lines
+
+
+def test_damaged_jpeg_data_prints_no_decoder_warnings(ros, capfd):
+    node = start_colour_node(ros, image_transport='compressed')
+    probe_node = ros.node('damaged_jpeg_probe')
+    pub = probe_node.create_publisher(CompressedImage, 'image/compressed', RELIABLE)
+    assert ros.wait_for_subscribers(pub)
+    ok, jpeg = cv2.imencode('.jpg', np.random.default_rng(0).integers(
+        0, 255, (240, 320, 3), dtype=np.uint8))
+    damaged = bytearray(jpeg.tobytes())
+    damaged[len(damaged) // 2:len(damaged) // 2 + 100] = bytes(100)
+    for sent in range(1, 4):
+        pub.publish(CompressedImage(format='jpeg', data=bytes(damaged)))
+        assert ros.spin_until(
+            lambda: node.counters['processed'] + node.counters['rejected'] == sent)
+    assert 'Corrupt JPEG' not in capfd.readouterr().err  # libjpeg's per-frame stderr line

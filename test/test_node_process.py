@@ -7,6 +7,7 @@ The node as its own process, started the way the launch file starts it.
 with a random-weight CLIP of the real architecture, talked to over DDS.
 """
 from contextlib import contextmanager
+import json
 import os
 from pathlib import Path
 import shutil
@@ -16,8 +17,9 @@ import sys
 import time
 
 from clip_perception.engine.prompts import DEFAULT_LABELS
-from clip_perception.ros.executable import node_command
-from clip_perception.tools.assets import DEMO_MODEL
+from clip_perception.ros.executable import installed_command, node_command
+from clip_perception.tools.assets import DEMO_BAG, DEMO_MODEL
+from clip_perception.tools.demo import truth_path
 from colour_encoder import colour_scene
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
@@ -28,7 +30,7 @@ from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
@@ -418,3 +420,28 @@ def test_large_frames_from_a_camera_process_arrive_with_the_packaged_fastdds_pro
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
     assert received >= 0.9 * count, f'{received} of {count} {width}×{height} frames arrived'
+
+
+@pytest.mark.timeout(120)
+def test_the_bag_player_replays_the_demo_bag_in_a_loop_with_fresh_stamps(ros):
+    pytest.importorskip('rosbags', reason='rosbags is not installed (pip install rosbags)')
+    frames = len(json.loads(truth_path(DEMO_BAG).read_text()))
+    command = installed_command('clip_perception_bag_player', 'clip_perception.tools.bag_player')
+    player = subprocess.Popen(command + ['--ros-args', '-p', 'rate_hz:=20.0',
+                                         '-r', 'image:=/camera/image_raw'],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        probe = ros.node('player_probe')
+        received = []
+        probe.create_subscription(Image, '/camera/image_raw', received.append,
+                                  qos_profile_sensor_data)
+        assert ros.spin_until(lambda: len(received) > frames + 2, 60), len(received)
+        now = probe.get_clock().now().nanoseconds
+    finally:
+        player.send_signal(signal.SIGINT)
+        output, _ = player.communicate(timeout=30)
+    assert player.returncode == 0, output
+    stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in received]
+    assert stamps == sorted(stamps) and abs(now - stamps[-1]) < 10 * 10**9  # sent now
+    assert received[frames].data == received[0].data  # the bag again from its first frame
+    assert (received[0].width, received[0].height, received[0].encoding) == (320, 240, 'rgb8')

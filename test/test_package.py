@@ -33,7 +33,11 @@ def test_colcon_build_installs_the_ros_layout(tmp_path):
     prefix = tmp_path / 'install' / 'clip_perception'
     share = prefix / 'share' / 'clip_perception'
     for path in (share / 'package.xml', share / 'launch' / 'workbench.launch.py',
-                 share / 'config' / 'workbench.yaml',
+                 share / 'launch' / 'demo.launch.py', share / 'config' / 'workbench.yaml',
+                 share / 'config' / 'demo.yaml', share / 'config' / 'fastdds_large_images.xml',
+                 share / 'models' / 'workbench_demo' / 'model.safetensors',
+                 share / 'demo' / 'workbench_bag' / 'metadata.yaml',
+                 prefix / 'lib' / 'clip_perception' / 'clip_perception_bag_player',
                  prefix / 'share' / 'ament_index' / 'resource_index' / 'packages' /
                  'clip_perception',
                  prefix / 'lib' / 'clip_perception' / 'clip_perception_node'):

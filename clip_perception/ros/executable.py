@@ -28,25 +28,30 @@ def main(args=None) -> int:
 
 
 def node_command() -> list[str]:
-    """
-    Return the command that starts the node as a process.
+    """Return the command that starts the node as a process (see installed_command)."""
+    return installed_command(EXECUTABLE, 'clip_perception.ros.executable')
 
-    The installed executable where `ros2 run` finds it (lib/clip_perception of
-    the ament index), else the one beside this Python (a virtual environment)
-    or on PATH, else this Python running this module.
+
+def installed_command(executable: str, module: str) -> list[str]:
+    """
+    Return the command that runs one of this package's executables.
+
+    The installed one where `ros2 run` finds it (lib/clip_perception of the ament
+    index), else the one beside this Python (a virtual environment) or on PATH,
+    else this Python running `module`.
     """
     candidates = []
     try:
         from ament_index_python.packages import get_package_prefix
         candidates.append(Path(get_package_prefix('clip_perception')) / 'lib' /
-                          'clip_perception' / EXECUTABLE)
+                          'clip_perception' / executable)
     except (ImportError, LookupError, OSError, ValueError):  # not in the ament index
         pass
-    candidates.append(Path(sys.executable).with_name(EXECUTABLE))
-    on_path = shutil.which(EXECUTABLE)
+    candidates.append(Path(sys.executable).with_name(executable))
+    on_path = shutil.which(executable)
     candidates += [Path(on_path)] if on_path else []
     found = next((str(path) for path in candidates if path.is_file()), None)
-    return [found] if found else [sys.executable, '-m', 'clip_perception.ros.executable']
+    return [found] if found else [sys.executable, '-m', module]
 
 
 if __name__ == '__main__':

@@ -3,7 +3,7 @@ sensor_msgs/Image and CompressedImage payloads to frames the engine takes.
 
 No cv_bridge (a ROS 2 build is not always available): raw images are viewed in
 place with numpy, respecting the row `step` padding; compressed ones are
-decoded with OpenCV. Functions take message fields, not message types, so
+decoded with Pillow. Functions take message fields, not message types, so
 this module needs no ROS import.
 A compressed image's size is read from its header before anything is decoded,
 so a small file that would decode to gigabytes is refused first.
@@ -68,47 +68,34 @@ def frame_from_raw(height: int, width: int, encoding: str, step: int, data) -> F
 
 def frame_from_compressed(fmt: str, data, max_pixels: int) -> Frame:
     """
-    Decode a CompressedImage payload (jpeg, png, …) with OpenCV, within a pixel budget.
+    Decode a CompressedImage payload (jpeg, png, …) with Pillow, within a pixel budget.
 
-    The size comes from the header first. An image over `max_pixels` is decoded at
-    1/2, 1/4 or 1/8 of its size where the format allows it (JPEG), its Frame's
-    scale saying so; otherwise it is refused before any pixel is decoded.
+    The size comes from the header first. A JPEG over `max_pixels` is decoded at
+    1/2, 1/4 or 1/8 of its size (its Frame's scale says so); any other image over
+    it is refused before a pixel is decoded. Pillow raises on damaged data where
+    libjpeg through OpenCV would print a warning per frame and go on.
     """
+    from PIL import Image, UnidentifiedImageError
     buffer = np.frombuffer(data, dtype=np.uint8)
     if buffer.size == 0:
         raise ImageError('compressed image has no data')
-    width, height, kind = _encoded_size(fmt, buffer)
-    reduction = 1
-    if width * height > max_pixels:
-        reduction = next((f for f in _REDUCED_READS
-                          if kind == 'JPEG' and -(-width // f) * -(-height // f) <= max_pixels),
-                         0)
-        if not reduction:
-            raise ImageError(f'{kind} image of {width}×{height} exceeds max_image_pixels='
-                             f'{max_pixels}: not decoded')
-    pixels = cv2.imdecode(buffer, _REDUCED_READS.get(reduction, cv2.IMREAD_COLOR))
-    if pixels is None:
-        raise ImageError(f'could not decode compressed image (format {_short(fmt)}, '
-                         f'{buffer.size} bytes)')
-    return Frame(pixels, bgr=True, scale=(pixels.shape[1] / width, pixels.shape[0] / height))
-
-
-# Decoding at a reduced size: the factor and its OpenCV flag.
-_REDUCED_READS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                  8: cv2.IMREAD_REDUCED_COLOR_8}
-
-
-def _encoded_size(fmt: str, buffer: np.ndarray) -> tuple[int, int, str]:
-    """(width, height, format name) from an encoded image's header (Pillow reads only that)."""
-    from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(io.BytesIO(buffer.tobytes())) as image:
-            return image.size[0], image.size[1], image.format or '?'
+            width, height = image.size
+            if width * height > max_pixels:
+                factor = next((f for f in (2, 4, 8) if image.format == 'JPEG' and
+                               -(-width // f) * -(-height // f) <= max_pixels), 0)
+                if not factor:
+                    raise ImageError(f'{image.format} image of {width}×{height} exceeds '
+                                     f'max_image_pixels={max_pixels}: not decoded')
+                image.draft('RGB', (-(-width // factor), -(-height // factor)))
+            pixels = np.array(image.convert('RGB'))  # writable: torch warns on read-only
     except Image.DecompressionBombError as error:
         raise ImageError(f'compressed image refused before decoding: {error}') from error
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise ImageError(f'could not decode compressed image (format {_short(fmt)}, '
                          f'{buffer.size} bytes): {error}') from error
+    return Frame(pixels, bgr=False, scale=(pixels.shape[1] / width, pixels.shape[0] / height))
 
 
 def _short(text: str, limit: int = 40) -> str:
