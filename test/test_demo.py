@@ -13,7 +13,7 @@ import sys
 from clip_perception.ros.node import ClipPerceptionNode
 from clip_perception.ros.parameters import read_parameters_file
 from clip_perception.ros.rosbag_io import read_messages
-from clip_perception.tools.assets import DEMO_BAG, DEMO_MODEL, DEMO_PARAMS
+from clip_perception.tools.assets import DEMO_BAG, DEMO_PARAMS
 from clip_perception.tools.demo import planted_matches, truth_path
 import pytest
 from rclpy.parameter import Parameter
@@ -33,7 +33,9 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 @pytest.mark.timeout(300)
 def test_demo_model_finds_the_planted_tools_in_the_bundled_bag(ros):
     values = read_parameters_file(DEMO_PARAMS)
-    values.update(model=str(DEMO_MODEL), image_reliability='reliable')
+    # the model as a ROS user names an installed package's file
+    values.update(model='package://clip_perception/models/workbench_demo',
+                  image_reliability='reliable')
     node = ClipPerceptionNode(context=ros.context, parameter_overrides=[
         Parameter(name, value=value) for name, value in values.items()])
     ros.add_node(node)

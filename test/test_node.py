@@ -459,3 +459,15 @@ def test_damaged_jpeg_data_prints_no_decoder_warnings(ros, capfd):
         assert ros.spin_until(
             lambda: node.counters['processed'] + node.counters['rejected'] == sent)
     assert 'Corrupt JPEG' not in capfd.readouterr().err  # libjpeg's per-frame stderr line
+
+
+def test_rejections_are_throttled_per_kind_and_topic_not_all_at_once(ros, probe, capfd):
+    node = start_colour_node(ros)
+    probe.wait_matched()
+    for sent, msg in enumerate([BAD_IMAGES['mono16'](), BAD_IMAGES['yuv422'](),
+                                BAD_IMAGES['truncated']()], 1):
+        probe.send(msg)
+        assert ros.spin_until(lambda: node.counters['rejected'] == sent)
+    log = capfd.readouterr().err
+    # two unsupported encodings: one line within 5 s; a truncated image: a line of its own
+    assert log.count('unsupported encoding') == 1 and 'data has 28800 bytes' in log, log

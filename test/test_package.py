@@ -57,3 +57,16 @@ def test_readme_commands_are_what_ci_and_make_run():
     targets = set(re.findall(r'^([a-z][\w-]*):', (ROOT / 'Makefile').read_text(), re.MULTILINE))
     for command in commands:
         assert command.split()[1] in targets, f'README names `{command}`, Makefile lacks it'
+
+
+def test_model_references_resolve_to_installed_package_files(tmp_path, monkeypatch):
+    from clip_perception.ros.package_files import resolve_model
+    demo = ROOT / 'models' / 'workbench_demo'
+    assert Path(resolve_model('package://clip_perception/models/workbench_demo')) == demo
+    monkeypatch.chdir(tmp_path)  # a relative path that is not here is looked up in the share
+    assert Path(resolve_model('models/workbench_demo')) == demo
+    (tmp_path / 'models' / 'workbench_demo').mkdir(parents=True)  # one here wins
+    assert resolve_model('models/workbench_demo') == 'models/workbench_demo'
+    assert resolve_model('openai/clip-vit-base-patch32') == 'openai/clip-vit-base-patch32'
+    with pytest.raises(ValueError, match="package 'no_such_package' is not installed"):
+        resolve_model('package://no_such_package/model')

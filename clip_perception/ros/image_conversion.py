@@ -25,7 +25,11 @@ ENCODINGS = {
 
 
 class ImageError(ValueError):
-    """An image that cannot be used; the message says what is wrong with it."""
+    """An image that cannot be used; the message says what is wrong, `kind` in a word."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind  # encoding, empty, layout, truncated, size or undecodable
 
 
 @dataclass(frozen=True)
@@ -47,15 +51,16 @@ def frame_from_raw(height: int, width: int, encoding: str, step: int, data) -> F
     channels = ENCODINGS.get(encoding)
     if channels is None:
         raise ImageError(f'unsupported encoding {_short(encoding)} '
-                         f'(supported: {", ".join(ENCODINGS)})')
+                         f'(supported: {", ".join(ENCODINGS)})', 'encoding')
     if height == 0 or width == 0:
-        raise ImageError(f'empty image ({width}×{height})')
+        raise ImageError(f'empty image ({width}×{height})', 'empty')
     if step < width * channels:
-        raise ImageError(f'step {step} is shorter than width × channels = {width * channels}')
+        raise ImageError(f'step {step} is shorter than width × channels = {width * channels}',
+                         'layout')
     buffer = np.frombuffer(data, dtype=np.uint8)
     if buffer.size < step * (height - 1) + width * channels:
         raise ImageError(f'data has {buffer.size} bytes, {encoding} {width}×{height} with step '
-                         f'{step} needs {step * height}')
+                         f'{step} needs {step * height}', 'truncated')
     if buffer.size >= step * height:
         rows = buffer[:step * height].reshape(height, step)
     else:  # the last row's padding may be missing
@@ -78,7 +83,7 @@ def frame_from_compressed(fmt: str, data, max_pixels: int) -> Frame:
     from PIL import Image, UnidentifiedImageError
     buffer = np.frombuffer(data, dtype=np.uint8)
     if buffer.size == 0:
-        raise ImageError('compressed image has no data')
+        raise ImageError('compressed image has no data', 'empty')
     try:
         with Image.open(io.BytesIO(buffer.tobytes())) as image:
             width, height = image.size
@@ -87,14 +92,15 @@ def frame_from_compressed(fmt: str, data, max_pixels: int) -> Frame:
                                -(-width // f) * -(-height // f) <= max_pixels), 0)
                 if not factor:
                     raise ImageError(f'{image.format} image of {width}×{height} exceeds '
-                                     f'max_image_pixels={max_pixels}: not decoded')
+                                     f'max_image_pixels={max_pixels}: not decoded', 'size')
                 image.draft('RGB', (-(-width // factor), -(-height // factor)))
             pixels = np.array(image.convert('RGB'))  # writable: torch warns on read-only
     except Image.DecompressionBombError as error:
-        raise ImageError(f'compressed image refused before decoding: {error}') from error
+        raise ImageError(f'compressed image refused before decoding: {error}',
+                         'size') from error
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise ImageError(f'could not decode compressed image (format {_short(fmt)}, '
-                         f'{buffer.size} bytes): {error}') from error
+                         f'{buffer.size} bytes): {error}', 'undecodable') from error
     return Frame(pixels, bgr=False, scale=(pixels.shape[1] / width, pixels.shape[0] / height))
 
 

@@ -369,7 +369,8 @@ class ClipPerceptionNode(LifecycleNode):
             self.detector.settings.check_frame(*frame.pixels.shape[:2])
         except (ImageError, ValueError) as error:
             self.counters['rejected'] += 1
-            self._log_throttled(('rejected', parked.topic, type(error).__name__), 'warning',
+            kind = getattr(error, 'kind', 'windows')  # an ImageError's, or check_frame's
+            self._log_throttled(('rejected', parked.topic, kind), 'warning',
                                 f'{parked.topic}: image rejected: {error}')
             return None
         if frame.scale != converted.scale:
