@@ -12,6 +12,7 @@ from node_helpers import image_message, RELIABLE, start_colour_node
 import numpy as np
 import pytest
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -471,3 +472,20 @@ def test_rejections_are_throttled_per_kind_and_topic_not_all_at_once(ros, probe,
     log = capfd.readouterr().err
     # two unsupported encodings: one line within 5 s; a truncated image: a line of its own
     assert log.count('unsupported encoding') == 1 and 'data has 28800 bytes' in log, log
+
+
+def test_a_frame_left_running_at_deactivation_is_never_published_after_reactivation(ros, probe):
+    encoder = ColourEncoder()
+    node = start_colour_node(ros, encoder)
+    probe.wait_matched()
+    encoder.gate = threading.Event()
+    probe.send(image_message(colour_scene(squares=[('red', *SQUARE)]), 'held'))
+    assert ros.spin_until(lambda: encoder.calls_started == 1)  # inference is held
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS  # leaves the frame
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    probe.wait_matched()
+    encoder.gate.set()  # the left frame finishes now, in its old thread
+    probe.send(image_message(colour_scene(squares=[('blue', *SQUARE)]), 'fresh'))
+    probe.wait_for(probe.detections, 1)
+    ros.spin_until(lambda: len(probe.detections) > 1, 1.0)  # the old one would be right behind
+    assert [d.header.frame_id for d in probe.detections] == ['fresh']

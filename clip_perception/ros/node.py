@@ -191,9 +191,11 @@ class ClipPerceptionNode(LifecycleNode):
             self._next_settings = None  # the detector was just built from the parameters
         self.model_name = getattr(encoder, 'name', '') or self._value('model')
         result = super().on_activate(state)  # the publishers first: frames may come at once
-        self._stop.clear()
-        self._worker = threading.Thread(target=self._inference_loop, name='clip_inference',
-                                        daemon=True)
+        # A new event per thread: a thread left running by an earlier stop keeps its own,
+        # set one, and publishes nothing even after this activation.
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._inference_loop, args=(self._stop,),
+                                        name='clip_inference', daemon=True)
         self._worker.start()
         self._subscribe_inputs()
         self._publish_label_info()
@@ -389,20 +391,19 @@ class ClipPerceptionNode(LifecycleNode):
             getattr(self.get_logger(), level)(text)
 
     # --- inference ------------------------------------------------------------------
-    def _inference_loop(self) -> None:
+    def _inference_loop(self, stop: threading.Event) -> None:
         try:
-            while not self._stop.is_set():
+            while not stop.is_set():
                 with self._wake:
-                    self._wake.wait_for(lambda: self._pending or self._stop.is_set(),
-                                        timeout=0.5)
+                    self._wake.wait_for(lambda: self._pending or stop.is_set(), timeout=0.5)
                     parked = list(self._pending.values())
                     self._pending.clear()
-                if parked and not self._stop.is_set():
-                    self._process(parked)
+                if parked and not stop.is_set():
+                    self._process(parked, stop)
         except InferenceCancelled:
             pass  # stopping
 
-    def _process(self, parked: list[ParkedImage]) -> None:
+    def _process(self, parked: list[ParkedImage], stop: threading.Event) -> None:
         self._take_new_settings()
         ready = [(p, frame) for p in parked if (frame := self._convert(p)) is not None]
         if not ready:
@@ -411,7 +412,7 @@ class ClipPerceptionNode(LifecycleNode):
         results = self._detect([frame for _, frame in ready])
         self._engine_time.add(time.monotonic() - started)
         for (item, frame), result in zip(ready, results):
-            if result is not None and not self._publish(item, frame, result):
+            if result is not None and not self._publish(item, frame, result, stop):
                 return
 
     def _detect(self, frames: list[Frame]) -> list:
@@ -434,9 +435,10 @@ class ClipPerceptionNode(LifecycleNode):
                                 f'inference failed: {type(error).__name__}: {error}')
             return [None]
 
-    def _publish(self, parked: ParkedImage, frame: Frame, result) -> bool:
-        """Publish one frame's outputs; False once the node is stopping (nothing sent then)."""
-        if self._stop.is_set() or not self.context.ok():
+    def _publish(self, parked: ParkedImage, frame: Frame, result,
+                 stop: threading.Event) -> bool:
+        """Publish one frame's outputs; False once `stop` is set (nothing sent then)."""
+        if stop.is_set() or not self.context.ok():
             return False
         header = parked.msg.header
         try:
@@ -449,7 +451,7 @@ class ClipPerceptionNode(LifecycleNode):
                     header, frame.pixels, frame.bgr,
                     messages.detection_array(header, result.detections)))
         except Exception:  # a context shut down by a signal mid-publish: nothing to report
-            if self._stop.is_set() or not self.context.ok():
+            if stop.is_set() or not self.context.ok():
                 return False
             raise
         self._latency.add(time.monotonic() - parked.received)
