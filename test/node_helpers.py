@@ -16,6 +16,11 @@ COLOUR_PARAMETERS = {
 }
 
 
+def diagnostic_values(array) -> dict[str, str]:
+    """Return the key/value pairs of a DiagnosticArray's first status (the node's only one)."""
+    return {kv.key: kv.value for kv in array.status[0].values}
+
+
 def image_message(pixels, frame_id='camera', stamp_sec=100, encoding='rgb8', padding=0):
     """Build an Image from H×W×C uint8 `pixels` already in `encoding`'s channel order."""
     height, width = pixels.shape[:2]

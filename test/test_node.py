@@ -8,7 +8,7 @@ from clip_perception.ros.node import ClipPerceptionNode
 from colour_encoder import colour_scene, ColourEncoder
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
-from node_helpers import image_message, RELIABLE, start_colour_node
+from node_helpers import diagnostic_values, image_message, RELIABLE, start_colour_node
 import numpy as np
 import pytest
 from rcl_interfaces.msg import ParameterDescriptor
@@ -60,7 +60,7 @@ class Probe:
         """Return the frames_* counters of the node's latest /diagnostics ({} before any)."""
         if not self.diagnostics:
             return {}
-        values = _values(self.diagnostics[-1])
+        values = diagnostic_values(self.diagnostics[-1])
         return {key.removeprefix('frames_'): int(value) for key, value in values.items()
                 if key.startswith('frames_')}
 
@@ -286,20 +286,16 @@ def test_diagnostics_report_rates_drops_latency_device_and_model(ros, probe):
     probe.wait_matched()
     probe.send(image_message(colour_scene(), 'one'))
     probe.wait_for(probe.detections, 1)
-    assert ros.spin_until(lambda: diagnostics and _values(diagnostics[-1])[
+    assert ros.spin_until(lambda: diagnostics and diagnostic_values(diagnostics[-1])[
         'frames_processed'] == '1', 5)
     status = diagnostics[-1].status[0]
-    values = _values(diagnostics[-1])
+    values = diagnostic_values(diagnostics[-1])
     assert status.name == 'clip_perception: inference' and status.hardware_id == 'cpu'
     for key in ('input_rate_hz', 'processed_rate_hz', 'frames_dropped', 'frames_rejected',
                 'latency_p50_ms', 'latency_p95_ms', 'device', 'model'):
         assert key in values
     assert float(values['latency_p95_ms']) >= float(values['latency_p50_ms']) > 0
     assert values['device'] == 'cpu'
-
-
-def _values(array):
-    return {kv.key: kv.value for kv in array.status[0].values}
 
 
 def test_runtime_parameter_changes_and_rejections(ros, probe):

@@ -24,7 +24,7 @@ from colour_encoder import colour_scene
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from node_helpers import image_message, RELIABLE
+from node_helpers import diagnostic_values, image_message, RELIABLE
 import pytest
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
@@ -247,7 +247,7 @@ class FrameStream:
         return True
 
     def frames_received(self) -> int:
-        values = {kv.key: kv.value for a in self.diagnostics[-1:] for kv in a.status[0].values}
+        values = diagnostic_values(self.diagnostics[-1]) if self.diagnostics else {}
         return int(values.get('frames_received', 0))
 
 
@@ -404,7 +404,7 @@ def test_large_frames_from_a_camera_process_arrive_with_the_packaged_fastdds_pro
         probe.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, RELIABLE)
 
         def frame_counts():
-            values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+            values = diagnostic_values(diagnostics[-1])
             return int(values['frames_received']), values['state']
 
         assert ros.spin_until(lambda: diagnostics and frame_counts()[1] == 'active', 60)
