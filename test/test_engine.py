@@ -51,6 +51,27 @@ def test_plain_grey_frame_gives_no_detection(detector):
     assert len(result.classification) == 3  # every label still gets an image-level score
 
 
+def test_classification_from_windows_says_which_labels_are_in_view(detector):
+    # Each label is scored on its own (0..1) by the windows that frame it: two
+    # labels in view both score high, unlike a softmax over the labels.
+    frame = scene(160, 240, [('blue', 150, 60, 210, 120), ('red', 20, 20, 80, 80)])
+    scores = dict(detector.detect(frame).classification)
+    assert sorted(scores) == ['blue', 'green', 'red']
+    assert scores['red'] > 0.6 and scores['blue'] > 0.6
+    assert scores['green'] < 0.1
+    empty = dict(detector.detect(scene(160, 240)).classification)
+    assert max(empty.values()) < 0.1
+
+
+def test_whole_image_classification_is_a_softmax_over_the_labels(encoder):
+    detector = ZeroShotDetector(encoder, replace(COLOUR_SETTINGS, classification='whole_image'))
+    result = detector.detect(scene(160, 240, [('green', 0, 0, 240, 100)]))
+    assert result.classification[0][0] == 'green'
+    assert sum(score for _, score in result.classification) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match='classification'):
+        replace(COLOUR_SETTINGS, classification='votes')
+
+
 def test_two_colours_two_boxes_best_first(detector):
     squares = [('red', 20, 20, 80, 80), ('blue', 150, 60, 230, 140)]
     result = detector.detect(scene(160, 240, squares))

@@ -42,7 +42,8 @@ def test_the_real_architecture_runs_the_whole_detector(tiny_clip_dir):
     result = detector.detect(smooth_image(96, 128))
     assert sorted(label for label, _ in result.classification) == sorted(
         detector.settings.labels)
-    assert sum(score for _, score in result.classification) == pytest.approx(1.0, abs=1e-4)
+    # each label's pooled window probability (classification: windows)
+    assert all(0.0 <= score <= 1.0 for _, score in result.classification)
     for found in result.detections:
         x0, y0, x1, y1 = found.box
         assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 96

@@ -22,11 +22,19 @@ from clip_perception.engine.prompts import (ClassEmbeddings, DEFAULT_BACKGROUND_
 from clip_perception.engine.scoring import class_logits, label_scores
 from clip_perception.engine.sliding_windows.crops import crop_batch
 from clip_perception.engine.sliding_windows.grid import window_count, window_grid, WindowSpec
-from clip_perception.engine.sliding_windows.grouping import REFINEMENTS, select_detections
+from clip_perception.engine.sliding_windows.grouping import (label_evidence, REFINEMENTS,
+                                                             select_detections)
 import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
+
+
+# Where the image-level classification comes from (DetectorSettings.classification):
+# 'windows' — per label its best pooled window evidence (label_evidence): "which of my
+# labels is in view, and how sure"; 'whole_image' — CLIP's softmax over the labels of
+# the whole frame squashed into the model's input (the labels compete, scores sum to 1).
+CLASSIFICATIONS = ('windows', 'whole_image')
 
 
 class InferenceCancelled(RuntimeError):
@@ -48,6 +56,7 @@ class DetectorSettings:
     box_refinement: str = 'merge'
     box_regression: bool = True  # move windows by the model's box regressor, if it has one
     max_windows: int = 2048  # most windows one frame may ask for (work and memory per frame)
+    classification: str = 'windows'  # one of CLASSIFICATIONS
 
     def __post_init__(self):
         for name in ('score_threshold', 'nms_iou'):
@@ -60,6 +69,9 @@ class DetectorSettings:
             raise ValueError(f'max_batch must be >= 1, got {self.max_batch}')
         if self.max_windows < 1:
             raise ValueError(f'max_windows must be >= 1, got {self.max_windows}')
+        if self.classification not in CLASSIFICATIONS:
+            raise ValueError(f'classification must be one of {", ".join(CLASSIFICATIONS)}, '
+                             f'not {self.classification!r}')
         if self.box_refinement not in REFINEMENTS:
             raise ValueError(f'box_refinement must be one of {", ".join(REFINEMENTS)}, '
                              f'not {self.box_refinement!r}')
@@ -82,8 +94,8 @@ class FrameResult:
     """
     What the detector found in one frame.
 
-    classification: (label, score) for every label, best first (softmax over labels
-    of the whole image, CLIP-preprocessed). detections: best first.
+    classification: (label, score) for every label, best first (see CLASSIFICATIONS).
+    detections: best first.
     """
 
     classification: list[tuple[str, float]]
@@ -157,12 +169,15 @@ class ZeroShotDetector:
         labels = self.class_embeddings().labels
         results = []
         for scored in self.score_windows(frames, bgr):
-            order = np.argsort(-scored.whole_image, kind='stable')
+            image_scores = scored.whole_image
+            if s.classification == 'windows':
+                image_scores = label_evidence(scored.boxes, scored.logits, len(labels))
+            order = np.argsort(-image_scores, kind='stable')
             detections = select_detections(scored.boxes, scored.logits, labels,
                                            s.score_threshold, s.nms_iou, s.max_detections,
                                            s.box_refinement)
             results.append(FrameResult(
-                [(labels[i], float(scored.whole_image[i])) for i in order], detections,
+                [(labels[i], float(image_scores[i])) for i in order], detections,
                 len(scored.windows)))
         return results
 

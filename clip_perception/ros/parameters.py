@@ -10,7 +10,7 @@ read parameter files with it).
 import array
 from dataclasses import dataclass
 
-from clip_perception.engine.detector import DetectorSettings
+from clip_perception.engine.detector import CLASSIFICATIONS, DetectorSettings
 from clip_perception.engine.model_loading import DEFAULT_MODEL, PRECISIONS
 from clip_perception.engine.prompts import validate_prompts
 from clip_perception.engine.sliding_windows.grid import WindowSpec
@@ -72,6 +72,11 @@ PARAMETERS = (
                   "Move each window onto its object with the model's box regressor "
                   '(box_regressor.safetensors in the model directory) before refinement; '
                   'no effect for a model without one'),
+    ParameterSpec('classification', _DETECTOR.classification, 'string',
+                  'Source of the classification scores: windows (per label the pooled '
+                  'probability of its best window, 0..1 each: is it in view?) or whole_image '
+                  '(softmax over the labels of the whole frame; scores sum to 1)',
+                  choices=CLASSIFICATIONS),
     ParameterSpec('max_batch', _DETECTOR.max_batch, 'integer',
                   'Most crops per forward pass (halved automatically on CUDA OOM)',
                   limits=(1, 4096)),
@@ -106,7 +111,7 @@ BY_NAME = {spec.name: spec for spec in PARAMETERS}
 # The parameters that shape detection, as DetectorSettings fields and WindowSpec fields.
 _SETTINGS_FIELDS = ('labels', 'prompt_templates', 'background_prompts', 'score_threshold',
                     'nms_iou', 'max_detections', 'max_batch', 'box_refinement',
-                    'box_regression', 'max_windows')
+                    'box_regression', 'max_windows', 'classification')
 _WINDOW_FIELDS = {'window_scales': 'scales', 'window_aspect_ratios': 'aspect_ratios',
                   'window_overlap': 'overlap'}
 DETECTOR_PARAMETERS = _SETTINGS_FIELDS + tuple(_WINDOW_FIELDS)

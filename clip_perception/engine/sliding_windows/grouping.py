@@ -27,6 +27,8 @@ INTERSECT_QUANTILE = 0.8
 CONTAINMENT = 0.5
 # Windows framing a box at least this well (IoU) make up its score.
 SUPPORT_IOU = 0.5
+# label_evidence pools the support of each label's this many most probable windows.
+EVIDENCE_WINDOWS = 16
 
 
 def connected_groups(adjacent: np.ndarray) -> np.ndarray:
@@ -107,6 +109,37 @@ def select_detections(boxes: np.ndarray, logits: np.ndarray, labels: tuple[str, 
     keep = order[np.sort(keep)][:max_detections]
     return [Detection(labels[label_ids[leaders[k]]], float(support[k]),
                       tuple(map(float, out_boxes[k]))) for k in keep]
+
+
+def label_evidence(boxes: np.ndarray, logits: np.ndarray, num_labels: int) -> np.ndarray:
+    """
+    Image-level score of each label from the windows: [L] in [0, 1].
+
+    A label's score is the best support (see the module doc) that any of its
+    EVIDENCE_WINDOWS most probable windows gets: the mean probability of the label
+    over the windows framing that window (IoU >= SUPPORT_IOU), probabilities taken
+    against every label and background prompt. It is what a detection of the label
+    at its likeliest place would score, before the threshold; a label seen nowhere
+    scores near 0, and a single window fooled by a texture scores less than an
+    object that every nearby window sees.
+    """
+    if len(boxes) == 0:
+        return np.zeros(num_labels)
+    probabilities = _softmax(logits)[:, :num_labels]
+    k = min(EVIDENCE_WINDOWS, len(boxes))
+    top = np.argpartition(-probabilities, k - 1, axis=0)[:k]  # [k, L] window indices
+    boxes = boxes.astype(np.float64)
+    framing = pairwise_iou(boxes[top.ravel()], boxes) >= SUPPORT_IOU  # [k·L, N]
+    framing[np.arange(top.size), top.ravel()] = True
+    label_of_row = np.tile(np.arange(num_labels), k)
+    pooled = (framing * probabilities[:, label_of_row].T).sum(axis=1) / framing.sum(axis=1)
+    return pooled.reshape(k, num_labels).max(axis=0)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def _support(objects: np.ndarray, leaders: np.ndarray, boxes: np.ndarray,
