@@ -107,3 +107,22 @@ def test_loading_the_node_loads_no_tool_and_the_engine_loads_no_ros():
             'sys.exit(str(ros) if ros else 0)')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_nothing_imports_the_held_out_drawing_style():
+    # The held-out style measures generalization only while training never sees it:
+    # no module of the package (training, data, the node) may import it; it runs as
+    # a command of its own.
+    importers = [str(path.relative_to(PACKAGE)) for path in sorted(PACKAGE.rglob('*.py'))
+                 if any(m.endswith('heldout_style') or m == 'clip_perception.tools.heldout_style'
+                        for m in imported_modules(path))
+                 or 'heldout_style' in _imported_names(path)]
+    assert importers == []
+    assert (PACKAGE / 'tools' / 'heldout_style.py').is_file()
+
+
+def _imported_names(path: Path) -> set[str]:
+    """Names brought in by `from X import name` (a module imported from its package)."""
+    tree = ast.parse(path.read_text(), str(path))
+    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            for alias in node.names}

@@ -36,6 +36,11 @@ def match_detections(detections, truths, iou_threshold: float = 0.5) -> np.ndarr
     their IoU is at least `iou_threshold`; a truth is found at most once, so other
     detections of it count as false positives.
     """
+    return _match(detections, truths, iou_threshold)[0]
+
+
+def _match(detections, truths, iou_threshold):
+    """match_detections, also returning which truths were found: ([D] bool, [T] bool)."""
     hits = np.zeros(len(detections), bool)
     taken = np.zeros(len(truths), bool)
     truth_labels = np.array([label for label, _ in truths], object)
@@ -49,7 +54,30 @@ def match_detections(detections, truths, iou_threshold: float = 0.5) -> np.ndarr
         best = int(iou.argmax())
         if iou[best] >= iou_threshold:
             taken[best] = hits[index] = True
-    return hits
+    return hits, taken
+
+
+def frame_outcome(detections, truths, iou_threshold: float = 0.5) -> dict[str, int]:
+    """
+    Count what one frame's detections did with its ground truth.
+
+    detections: (label, score, xyxy); truths: (label, xyxy). 'found': truths matched
+    by match_detections (right label, IoU >= `iou_threshold`); 'wrong_label': other
+    truths that a detection left unmatched frames as well under another label (each
+    such detection counts once); 'missed': the remaining truths; 'false': the
+    detections that neither found a truth nor named one wrongly.
+    """
+    hits, taken = _match(detections, truths, iou_threshold)
+    left = np.array([box for (_, _, box), hit in zip(detections, hits) if not hit],
+                    float).reshape(-1, 4)
+    used = np.zeros(len(left), bool)
+    for index in np.flatnonzero(~taken):
+        iou = np.where(used, -1.0, pairwise_iou(np.array([truths[index][1]], float), left)[0])
+        if len(iou) and iou.max() >= iou_threshold:
+            used[int(iou.argmax())] = True
+    wrong = int(used.sum())
+    return {'found': int(taken.sum()), 'wrong_label': wrong,
+            'missed': len(truths) - int(taken.sum()) - wrong, 'false': len(left) - wrong}
 
 
 def detection_ap(predictions, truths, iou_threshold: float = 0.5) -> dict[str, float]:
@@ -75,6 +103,16 @@ def detection_ap(predictions, truths, iou_threshold: float = 0.5) -> dict[str, f
 def _best_first(detections) -> list[int]:
     """Order (label, score, box) detections by descending score, ties as given."""
     return sorted(range(len(detections)), key=lambda i: -detections[i][1])
+
+
+COCO_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50, 0.55, …, 0.95
+
+
+def detection_ap_50_95(predictions, truths) -> dict[str, float]:
+    """Per-label AP averaged over the IoU thresholds COCO_THRESHOLDS (COCO's AP)."""
+    per_threshold = [detection_ap(predictions, truths, t) for t in COCO_THRESHOLDS]
+    return {label: float(np.mean([ap[label] for ap in per_threshold]))
+            for label in per_threshold[0]}
 
 
 def mean_ap(per_label: dict[str, float]) -> float:
