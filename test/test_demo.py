@@ -3,9 +3,11 @@ The bundled demo model on the bundled bag, through the node over DDS.
 
 Pinned behaviour: nothing on the empty frames, and at least FOUND_AT_LEAST of
 the planted tools found (right label, IoU >= 0.5). The model (with its box
-regressor) finds 15 of the 17 today; the issue's goal (all of them, AP >= 0.7)
-is not reached yet, see models/workbench_demo/MODEL.md. `make demo`'s command runs end to end.
+regressor) finds 15 of the 17 today; the goal of the detection issue (at least
+90% found, at most one false detection per frame) is not reached yet, see
+models/workbench_demo/MODEL.md. `make demo`'s command runs end to end.
 """
+import collections
 import json
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from clip_perception.ros.node import ClipPerceptionNode
 from clip_perception.ros.parameters import read_parameters_file
 from clip_perception.ros.rosbag_io import read_messages
 from clip_perception.tools.assets import DEMO_BAG, DEMO_PARAMS
-from clip_perception.tools.demo import planted_matches, truth_path
+from clip_perception.tools.demo import planted_outcome, truth_path
 import pytest
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -51,18 +53,17 @@ def test_demo_model_finds_the_planted_tools_in_the_bundled_bag(ros):
         pub.publish(data)
         assert ros.spin_until(lambda: len(received) > index, 60), f'frame {index} unanswered'
     assert len(received) == len(truth) >= 8
-    planted = found = 0
+    totals = collections.Counter()
     for frame, out in zip(truth, received):
         stamp = out.header.stamp.sec * 10**9 + out.header.stamp.nanosec
         assert stamp == frame['stamp_ns']
         labels = [d.results[0].hypothesis.class_id for d in out.detections]
         if not frame['objects']:
             assert labels == [], f'detections on an empty frame: {labels}'
-            continue
-        planted += len(frame['objects'])
-        found += planted_matches(out.detections, frame['objects'])
-    assert planted >= 10
-    assert found >= FOUND_AT_LEAST * planted, f'{found} of {planted} planted tools found'
+        totals.update(planted_outcome(out.detections, frame['objects']))
+    planted = sum(len(frame['objects']) for frame in truth)
+    assert planted >= 10 and any(not frame['objects'] for frame in truth)
+    assert totals['found'] >= FOUND_AT_LEAST * planted, totals
 
 
 @pytest.mark.timeout(300)

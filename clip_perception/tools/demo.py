@@ -12,6 +12,7 @@ demo_output/, compares with the bag's ground truth and prints a one-line
 summary. Exits 0 when every frame was answered and the node stopped cleanly.
 """
 import argparse
+import collections
 import json
 import os
 from pathlib import Path
@@ -26,7 +27,7 @@ from clip_perception.ros.messages import box_corners
 from clip_perception.ros.rosbag_io import BagFrame, read_messages, write_image_bag
 from clip_perception.tools.assets import DEMO_BAG, DEMO_MODEL, DEMO_PARAMS
 from clip_perception.tools.datasets import write_rgb
-from clip_perception.tools.metrics import match_detections
+from clip_perception.tools.metrics import frame_outcome
 from clip_perception.tools.synthetic import make_scene
 import numpy as np
 import rclpy
@@ -58,15 +59,16 @@ def make_bag(bag: Path, frames: int, blank: int, seed: int) -> None:
     print(f'wrote {bag} ({frames} frames, {blank} empty) and {truth_path(bag).name}')
 
 
-def planted_matches(detections, planted) -> int:
+def planted_outcome(detections, planted) -> collections.Counter:
     """
-    Count the `planted` tools ({'label', 'box'}) that the Detection2D list finds.
+    Count what a Detection2D list did with the `planted` tools ({'label', 'box'}).
 
-    Right label and IoU >= 0.5; see metrics.match_detections.
+    Counts of found (right label, IoU >= 0.5), wrong_label, missed and false
+    detections; see metrics.frame_outcome.
     """
     found = [(d.results[0].hypothesis.class_id, d.results[0].hypothesis.score, box_corners(d))
              for d in detections]
-    return int(match_detections(found, [(o['label'], o['box']) for o in planted]).sum())
+    return collections.Counter(frame_outcome(found, [(o['label'], o['box']) for o in planted]))
 
 
 def _node_command(params: Path, model: Path) -> list[str]:
@@ -107,7 +109,7 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
             rclpy.spin_once(player, timeout_sec=0.05)
         return condition()
 
-    found = missed = false_positives = blank_detections = frames = 0
+    totals, blank_detections, frames = collections.Counter(), 0, 0
     try:
         shown = model.relative_to(Path.cwd()) if model.is_relative_to(Path.cwd()) else model
         print(f'demo: starting clip_perception_node with model {shown}')
@@ -131,10 +133,7 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
             image = debug_images[stamp]
             write_rgb(out / f'frame_{frames:02d}.png', np.frombuffer(
                 image.data, np.uint8).reshape(image.height, image.width, 3))
-            hits = planted_matches(result.detections, planted)
-            false_positives += len(result.detections) - hits
-            found += hits
-            missed += len(planted) - hits
+            totals.update(planted_outcome(result.detections, planted))
             if not planted:
                 blank_detections += len(result.detections)
     finally:
@@ -149,8 +148,10 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
             code = node_process.wait()
         log.close()
     blank_frames = sum(1 for objects in truth.values() if not objects)
-    print(f'demo summary: {frames} frames replayed; {found}/{found + missed} planted tools '
-          f'found (right label, IoU >= 0.5); {false_positives} false positives '
+    planted = totals['found'] + totals['missed'] + totals['wrong_label']
+    print(f'demo summary: {frames} frames replayed; {planted} planted tools: '
+          f'{totals["found"]} found (right label, IoU >= 0.5), {totals["missed"]} missed, '
+          f'{totals["wrong_label"]} wrong label; {totals["false"]} false detections '
           f'({blank_detections} on {blank_frames} empty frames); annotated frames in {out}/; '
           f'node exit code {code}')
     return 0 if code == 0 else 1
