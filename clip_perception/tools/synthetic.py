@@ -478,7 +478,7 @@ def make_scene(rng: np.random.Generator, height: int = FRAME_SIZE[0], width: int
     light = _lighting(height, width, rng)
     shadow_angle = rng.uniform(0, 2 * math.pi)
     shadow_strength = rng.uniform(0.15, 0.6)
-    placed = []  # (label, mask)
+    placed = []  # (label, mask, box)
     for label in (_pick(rng, labels) for _ in range(count)):
         for _attempt in range(20):
             length = short * rng.uniform(*tool_size) * _RELATIVE_LENGTH[label]
@@ -487,7 +487,7 @@ def make_scene(rng: np.random.Generator, height: int = FRAME_SIZE[0], width: int
             canvas, mask = _draw_tool_pixels(image.shape, label, center, length,
                                              rng.uniform(0, 2 * math.pi), rng)
             box = _tight_box(mask)
-            if box is None or any(_overlap(box, _tight_box(m)) for _, m in placed):
+            if box is None or any(_overlap(box, other) for _, _, other in placed):
                 continue
             # a soft shadow cast away from the light, then the tool itself
             offset = max(1.0, length * rng.uniform(0.01, 0.05))
@@ -497,15 +497,16 @@ def make_scene(rng: np.random.Generator, height: int = FRAME_SIZE[0], width: int
                                       max(0.8, length * rng.uniform(0.01, 0.04)))
             image *= 1 - shadow[..., None] / 255.0 * shadow_strength
             image[mask > 0] = canvas[mask > 0]
-            placed.append((label, mask))
+            placed.append((label, mask, box))
             break
+    masks = [(label, mask) for label, mask, _ in placed]
     if placed and rng.random() < 0.3:  # occluders: part of a tool under a rag, a cable, …
         before = image.copy()
         add_clutter(image, rng, int(rng.integers(1, 4)))
         changed = np.any(image != before, axis=2)
-        placed = [(label, np.where(changed, 0, mask).astype(np.uint8)) for label, mask in placed]
+        masks = [(label, np.where(changed, 0, mask).astype(np.uint8)) for label, mask in masks]
     objects = [PlacedObject(label, box) for label, box in
-               ((label, _tight_box(mask)) for label, mask in placed) if box is not None]
+               ((label, _tight_box(mask)) for label, mask in masks) if box is not None]
     return Scene(finish(image * light, rng), objects)
 
 
@@ -537,6 +538,4 @@ def _tight_box(mask):
 
 
 def _overlap(a, b) -> int:
-    if a is None or b is None:
-        return 0
     return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))

@@ -66,8 +66,7 @@ def select_detections(boxes: np.ndarray, logits: np.ndarray, labels: tuple[str, 
     """
     num_labels = len(labels)
     # softmax over labels and background prompts, kept in log form for the ranking
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probabilities = _log_softmax(logits)
     probabilities = np.exp(log_probabilities)
     best = probabilities.argmax(axis=1)
     best_score = probabilities[np.arange(len(best)), best]
@@ -125,7 +124,7 @@ def label_evidence(boxes: np.ndarray, logits: np.ndarray, num_labels: int) -> np
     """
     if len(boxes) == 0:
         return np.zeros(num_labels)
-    probabilities = _softmax(logits)[:, :num_labels]
+    probabilities = np.exp(_log_softmax(logits))[:, :num_labels]
     k = min(EVIDENCE_WINDOWS, len(boxes))
     top = np.argpartition(-probabilities, k - 1, axis=0)[:k]  # [k, L] window indices
     boxes = boxes.astype(np.float64)
@@ -136,10 +135,10 @@ def label_evidence(boxes: np.ndarray, logits: np.ndarray, num_labels: int) -> np
     return pooled.reshape(k, num_labels).max(axis=0)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of [N, K] logits (over labels and background prompts)."""
     shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def _support(objects: np.ndarray, leaders: np.ndarray, boxes: np.ndarray,
