@@ -10,7 +10,7 @@ Used by the tests, the benchmark (ViT-B/32 architecture, random weights) and
 the trainer (a small model trained from scratch).
 """
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -46,16 +46,19 @@ TEST_SIZE = ClipSize(32, 16, 32, 1, 2, 32, 1, 2, 16, max_text_tokens=32)
 DEMO_SIZE = ClipSize(image_size=48, patch_size=8, vision_width=128, vision_layers=4,
                      vision_heads=4, text_width=128, text_layers=2, text_heads=4,
                      projection_dim=128, max_text_tokens=32, activation='gelu')
+# The demo model at 64 px input (64 patches instead of 36): thin tools keep more pixels.
+DEMO64_SIZE = replace(DEMO_SIZE, image_size=64)
 # The image and text towers of openai/clip-vit-base-patch32.
 VIT_B_32 = ClipSize(224, 32, 768, 12, 12, 512, 12, 8, 512)
 
 
-def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1000, max_length: int = 77):
+def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1000, max_length: int = 77,
+                    special_tokens: tuple[str, ...] = SPECIAL_TOKENS):
     """
     Build a lowercase BPE tokenizer in CLIP's style, as CLIPTokenizerFast.
 
-    End-of-word '</w>', start and end tokens. The same corpus always gives the
-    same ids.
+    End-of-word '</w>', start and end tokens; `special_tokens` take the first ids,
+    in their order. The same corpus always gives the same ids.
     """
     from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, Tokenizer
     from transformers import CLIPTokenizerFast
@@ -68,9 +71,9 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1000, max_length: i
         word for text in corpus
         for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(
             tokenizer.normalizer.normalize_str(text)))
-    vocab, merges = _learn_bpe(words, vocab_size - len(SPECIAL_TOKENS))
+    vocab, merges = _learn_bpe(words, vocab_size - len(special_tokens))
     tokenizer.model = models.BPE(
-        vocab={token: i for i, token in enumerate(SPECIAL_TOKENS + tuple(vocab))},
+        vocab={token: i for i, token in enumerate(tuple(special_tokens) + tuple(vocab))},
         merges=merges, unk_token=UNK, end_of_word_suffix='</w>')
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f'{BOS} $A {EOS}', pair=f'{BOS} $A {EOS} $B {EOS}',
@@ -179,3 +182,48 @@ def build_random_model_directory(directory: Path, size: ClipSize = TEST_SIZE,
                                 max_length=size.max_text_tokens)
     model = build_clip(tokenizer, size, seed=seed)
     return save_model_directory(directory, model, tokenizer, size.image_size)
+
+
+def build_random_owl_directory(directory: Path, kind: str = 'owlvit', size: ClipSize = TEST_SIZE,
+                               seed: int = 0) -> Path:
+    """
+    Build a random-weight OWL-ViT (`owlvit`) or OWLv2 (`owlv2`) detection model directory.
+
+    The real architecture at `size`, with a tokenizer built here and the image
+    processor of the released checkpoints at the model's input size.
+    """
+    import torch
+    from transformers import (Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil,
+                              OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessorPil)
+
+    # OWL-ViT takes a query whose first id is 0 for padding: the padding token is id 0
+    tokenizer = build_tokenizer(default_corpus(), vocab_size=600,
+                                max_length=size.max_text_tokens,
+                                special_tokens=(PAD, BOS, EOS, UNK))
+    text_config = {
+        'vocab_size': len(tokenizer), 'hidden_size': size.text_width,
+        'intermediate_size': 4 * size.text_width, 'num_hidden_layers': size.text_layers,
+        'num_attention_heads': size.text_heads, 'max_position_embeddings': size.max_text_tokens,
+        'bos_token_id': tokenizer.bos_token_id, 'eos_token_id': tokenizer.eos_token_id,
+        'pad_token_id': tokenizer.pad_token_id}
+    vision_config = {
+        'image_size': size.image_size, 'patch_size': size.patch_size,
+        'hidden_size': size.vision_width, 'intermediate_size': 4 * size.vision_width,
+        'num_hidden_layers': size.vision_layers, 'num_attention_heads': size.vision_heads}
+    config_class, model_class, processor_class = {
+        'owlvit': (OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessorPil),
+        'owlv2': (Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil)}[kind]
+    # the class head compares its image embeddings (text width) with the projected
+    # queries: the projection keeps the text width, as in the released checkpoints (512)
+    config = config_class(text_config=text_config, vision_config=vision_config,
+                          projection_dim=size.text_width)
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    side = {'height': size.image_size, 'width': size.image_size}
+    processor_class(size=side, crop_size=side, image_mean=list(CLIP_MEAN),
+                    image_std=list(CLIP_STD)).save_pretrained(directory)
+    return directory

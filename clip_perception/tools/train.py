@@ -39,14 +39,15 @@ from clip_perception.engine.prompts import DEFAULT_PROMPT_TEMPLATES
 from clip_perception.tools.datasets import read_captions, read_rgb
 from clip_perception.tools.make_dataset import BACKGROUND_CAPTIONS
 from clip_perception.tools.model_building import (build_clip, build_tokenizer, default_corpus,
-                                                  DEMO_SIZE, save_model_directory, TEST_SIZE)
+                                                  DEMO64_SIZE, DEMO_SIZE, save_model_directory,
+                                                  TEST_SIZE)
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-SIZES = {'demo': DEMO_SIZE, 'test': TEST_SIZE}
+SIZES = {'demo': DEMO_SIZE, 'demo64': DEMO64_SIZE, 'test': TEST_SIZE}
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
