@@ -15,7 +15,7 @@ VISION_MSGS_SRC := $(wildcard ros_deps/vision_msgs/msg/*.msg) \
 	ros_deps/vision_msgs/CMakeLists.txt ros_deps/vision_msgs/package.xml \
 	ros_deps/vision_msgs/pyproject.toml
 
-.PHONY: setup test test-fast lint demo eval bench train-demo-model clean-venv
+.PHONY: setup test test-fast lint demo eval eval-localizers bench train-demo-model clean-venv
 
 setup: $(STAMPS)/package
 
@@ -92,6 +92,17 @@ $(EVAL_DIR)/own/annotations.json: $(DATA_SOURCES) | setup
 $(EVAL_DIR)/heldout/annotations.json: clip_perception/tools/heldout_style.py | setup
 	$(PY) -m clip_perception.tools.heldout_style $(EVAL_DIR)/heldout --count 300 --blank 100 \
 	    --seed 5001
+
+# The localizers side by side on make eval's scene sets, with the bundled demo model:
+# one line per localizer and style,
+#   localizer: NAME style: own|heldout scene_accuracy: A ap50: P ap50_95: Q fp_per_blank: F fps: R gflops: G
+# Each run is a parameter file the node can start with (config/demo.yaml is windows).
+LOCALIZER_RUNS := --run windows config/demo.yaml --run dense config/demo_dense.yaml \
+	--run gradcam config/demo_gradcam.yaml
+eval-localizers: setup $(EVAL_DIR)/own/annotations.json $(EVAL_DIR)/heldout/annotations.json
+	$(PY) -m clip_perception.tools.compare_localizers $(LOCALIZER_RUNS) \
+	    --scenes own $(EVAL_DIR)/own --scenes heldout $(EVAL_DIR)/heldout \
+	    --json $(EVAL_DIR)/localizers.json
 
 # Training the demo model on the domain-randomized generator (synthetic.py): a
 # model trained from scratch (the first 3,000 of 8,000 steps at 32 px), then

@@ -2,7 +2,8 @@
 A deterministic stand-in for CLIP's two towers, for testing localization.
 
 Image embedding: for each colour prototype, the fraction of the crop's pixels
-nearest to it. Text embedding: which colour words the text names. So a crop
+nearest to it (encode_patches: the same per 8×8 patch, for the dense
+localizer). Text embedding: which colour words the text names. So a crop
 that is mostly red scores highest against "red", whatever CLIP would think.
 It counts its calls so caching can be tested. Scenes for it are coloured
 squares on grey (colour_scene), with the settings in COLOUR_SETTINGS.
@@ -56,6 +57,7 @@ class ColourEncoder:
         self.settings = ImageSettings(resize=crop, crop=crop, mean=CLIP_MEAN, std=CLIP_STD)
         self.logit_scale = logit_scale
         self.box_regressor = None
+        self.patch_size = 8  # encode_patches: one embedding per 8×8 pixels
         self._prototypes = torch.tensor(list(COLOURS.values()), dtype=torch.float32)
         self._mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
         self._std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
@@ -69,13 +71,26 @@ class ColourEncoder:
         if self.delay_sec:
             time.sleep(self.delay_sec)
         self.image_batches.append(len(pixel_values))
-        rgb = (pixel_values * self._std + self._mean) * 255.0  # [N, 3, H, W]
-        pixels = rgb.flatten(2).transpose(1, 2)  # [N, HW, 3]
-        nearest = torch.cdist(pixels, self._prototypes[None].expand(len(rgb), -1, -1)).argmin(-1)
-        fractions = torch.nn.functional.one_hot(nearest, len(COLOURS)).float().mean(dim=1)
+        fractions = self._nearest_colours(pixel_values).mean(dim=(1, 2))
         if self.poison and (fractions[:, list(COLOURS).index(self.poison)] > 0.5).any():
             raise RuntimeError(f'{self.poison} crops make this encoder fail')
         return torch.nn.functional.normalize(fractions, dim=-1)
+
+    def _nearest_colours(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] normalized -> [N, H, W, colours] one-hot nearest prototype."""
+        rgb = (pixel_values * self._std + self._mean) * 255.0
+        pixels = rgb.permute(0, 2, 3, 1)  # [N, H, W, 3]
+        nearest = torch.cdist(pixels.flatten(1, 2),
+                              self._prototypes[None].expand(len(rgb), -1, -1)).argmin(-1)
+        return torch.nn.functional.one_hot(nearest, len(COLOURS)).float().unflatten(
+            1, pixels.shape[1:3])
+
+    def encode_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Per patch_size×patch_size patch its colour fractions: [N, H/p, W/p, colours]."""
+        self.image_batches.append(len(pixel_values))
+        one_hot = self._nearest_colours(pixel_values).permute(0, 3, 1, 2)
+        fractions = torch.nn.functional.avg_pool2d(one_hot, self.patch_size)
+        return torch.nn.functional.normalize(fractions.permute(0, 2, 3, 1), dim=-1)
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         self.text_calls.append(list(texts))

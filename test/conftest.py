@@ -46,3 +46,11 @@ def tiny_clip_dir(tmp_path_factory):
     """
     from clip_perception.tools.model_building import build_random_model_directory
     return build_random_model_directory(tmp_path_factory.mktemp('tiny_clip') / 'model')
+
+
+@pytest.fixture(scope='session', params=['owlvit', 'owlv2'])
+def tiny_owl_dir(request, tmp_path_factory):
+    """Build a random-init OWL-ViT or OWLv2 detection model (tiny sizes), once per run."""
+    from clip_perception.tools.model_building import build_random_owl_directory
+    return build_random_owl_directory(
+        tmp_path_factory.mktemp(f'tiny_{request.param}') / 'model', request.param)

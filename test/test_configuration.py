@@ -128,3 +128,18 @@ def test_the_demo_configuration_matches_how_the_demo_model_was_trained():
     assert settings.labels == DEFAULT_LABELS
     assert (ROOT / values['model']).resolve() == DEMO_MODEL.resolve()
     assert (DEMO_MODEL / 'model.safetensors').is_file()
+
+
+def test_each_demo_localizer_has_a_parameter_file_naming_its_model_that_make_evaluates():
+    """config/demo_<NAME>.yaml per localizer of make eval-localizers (windows: demo.yaml)."""
+    makefile = (ROOT / 'Makefile').read_text().replace('\\\n', ' ')
+    runs = dict(re.findall(r'--run (\w+) (\S+\.yaml)', makefile))
+    assert runs['windows'] == 'config/demo.yaml'
+    for name, path in runs.items():
+        if name != 'windows':
+            assert path == f'config/demo_{name}.yaml'
+        values = read_parameters_file(ROOT / path)
+        assert set(values) <= set(BY_NAME), path
+        settings = settings_from_file(ROOT / path)
+        assert settings.localizer == name, path
+        assert (ROOT / values['model'] / 'config.json').is_file(), path

@@ -12,10 +12,13 @@ The pipeline, one module per step::
         crops           all windows cut and resized on the device, batched
         box_regression  windows moved onto their objects
         grouping        windows to objects: thresholds, grouping, merging
+    heatmaps/
+        maps            per-label maps of the whole frame (dense, gradcam) to boxes
     scoring        window embeddings against class embeddings
     boxes          detections and box geometry, NMS
     detector       the whole pipeline, several frames in one pass
 
-Sliding windows is the one localizer today; another (a detector head, a dense
-map) would be a sibling of ``sliding_windows`` that the detector calls instead.
+The localizer (DetectorSettings.localizer) chooses how boxes are made: sliding
+windows (the default), or the heatmaps of one whole-frame pass (dense patch
+embeddings or Grad-CAM, both training-free); the encoder gives the patch maps.
 """

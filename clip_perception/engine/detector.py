@@ -6,7 +6,14 @@ Zero-shot detection: frames in, classification and boxes out.
       background embeddings (and windows moved by the model's box regressor,
       when it has one) -> thresholds, NMS, merging -> Detection list
 
-Several frames (several cameras) share one encoder pass.
+or, with a heatmap localizer (DetectorSettings.localizer, see heatmaps.maps):
+
+    frame -> device tensor -> one whole-frame encoder pass -> per-label maps
+      (dense: patch embeddings against the classes; gradcam: Grad-CAM) -> regions
+      -> Detection list
+
+Several frames (several cameras) share one encoder pass (with a heatmap
+localizer, the frames of one size).
 """
 from dataclasses import dataclass, field, replace
 import logging
@@ -15,7 +22,11 @@ from typing import NamedTuple, Sequence
 
 from clip_perception.engine.boxes import Detection
 from clip_perception.engine.encoder import ImageTextEncoder
-from clip_perception.engine.preprocess import classification_input, frame_to_device, Normalizer
+from clip_perception.engine.heatmaps.maps import (dense_detections, gradcam_detections,
+                                                  HEATMAP_LOCALIZERS, map_input_size)
+from clip_perception.engine.owl import owl_detections
+from clip_perception.engine.preprocess import (classification_input, frame_to_device,
+                                               Normalizer, resize_bicubic)
 from clip_perception.engine.prompts import (ClassEmbeddings, DEFAULT_BACKGROUND_PROMPTS,
                                             DEFAULT_LABELS, DEFAULT_PROMPT_TEMPLATES,
                                             LabelEmbeddingCache)
@@ -35,6 +46,11 @@ log = logging.getLogger(__name__)
 # labels is in view, and how sure"; 'whole_image' — CLIP's softmax over the labels of
 # the whole frame squashed into the model's input (the labels compete, scores sum to 1).
 CLASSIFICATIONS = ('windows', 'whole_image')
+# How boxes are made (DetectorSettings.localizer): 'windows' — sliding windows, each
+# classified (sliding_windows/); the heatmap localizers (heatmaps/): 'dense' — patch
+# embeddings against the labels, 'gradcam' — Grad-CAM of the whole frame's label scores.
+# 'owlvit' — the boxes and scores of an OWL-ViT / OWLv2 detection model (owl.py).
+LOCALIZERS = ('windows',) + HEATMAP_LOCALIZERS + ('owlvit',)
 
 
 class InferenceCancelled(RuntimeError):
@@ -57,9 +73,12 @@ class DetectorSettings:
     box_regression: bool = True  # move windows by the model's box regressor, if it has one
     max_windows: int = 2048  # most windows one frame may ask for (work and memory per frame)
     classification: str = 'windows'  # one of CLASSIFICATIONS
+    localizer: str = 'windows'  # one of LOCALIZERS
+    map_size: int = 0  # heatmap localizers: input's shorter side in pixels; 0: the model's
+    heatmap_threshold: float = 0.5  # gradcam: a region is where the map reaches this of its peak
 
     def __post_init__(self):
-        for name in ('score_threshold', 'nms_iou'):
+        for name in ('score_threshold', 'nms_iou', 'heatmap_threshold'):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must lie in [0, 1], got {value}')
@@ -72,12 +91,22 @@ class DetectorSettings:
         if self.classification not in CLASSIFICATIONS:
             raise ValueError(f'classification must be one of {", ".join(CLASSIFICATIONS)}, '
                              f'not {self.classification!r}')
+        if self.localizer not in LOCALIZERS:
+            raise ValueError(f'localizer must be one of {", ".join(LOCALIZERS)}, '
+                             f'not {self.localizer!r}')
+        if self.localizer == 'owlvit' and self.classification == 'whole_image':
+            raise ValueError('classification whole_image needs a CLIP model; with localizer '
+                             "owlvit a label's score is its best box score (windows)")
+        if not 0 <= self.map_size <= 4096:
+            raise ValueError(f'map_size must lie in [0, 4096], got {self.map_size}')
         if self.box_refinement not in REFINEMENTS:
             raise ValueError(f'box_refinement must be one of {", ".join(REFINEMENTS)}, '
                              f'not {self.box_refinement!r}')
 
     def check_frame(self, height: int, width: int) -> None:
         """Raise ValueError when a height×width frame asks for more than max_windows windows."""
+        if self.localizer != 'windows':
+            return  # one whole-frame pass of at most map_size: bounded work per frame
         count = window_count(height, width, self.windows)
         if count > self.max_windows:
             raise ValueError(f'a {width}×{height} frame would need {count} windows with these '
@@ -95,12 +124,17 @@ class FrameResult:
     What the detector found in one frame.
 
     classification: (label, score) for every label, best first (see CLASSIFICATIONS).
-    detections: best first.
+    detections: best first. num_windows: encoder inputs of the frame (the whole-frame
+    pass included). heatmaps: with a heatmap localizer, its maps [L, rows, cols] in 0..1
+    over the whole frame (Grad-CAM maps scaled to their peak), one per label of
+    `heatmap_labels` (the labels this frame was detected with).
     """
 
     classification: list[tuple[str, float]]
     detections: list[Detection]
     num_windows: int
+    heatmaps: np.ndarray | None = None
+    heatmap_labels: tuple[str, ...] = ()
 
 
 class ScoredWindows(NamedTuple):
@@ -133,7 +167,17 @@ class ZeroShotDetector:
         # Crops per encoder pass: settings.max_batch, lowered after CUDA out-of-memory.
         self.batch_size = self.settings.max_batch
         self._cancelled = threading.Event()
+        self._check_encoder(self.settings)
         self.class_embeddings()  # validate the prompts and encode them now, not per frame
+
+    def _check_encoder(self, settings: DetectorSettings) -> None:
+        needs = {'dense': 'encode_patches', 'gradcam': 'gradcam',
+                 'owlvit': 'detect_frames'}.get(settings.localizer, 'encode_images')
+        if not callable(getattr(self.encoder, needs, None)):
+            what = {'detect_frames': 'an OWL-ViT or OWLv2 model',
+                    'encode_images': 'a CLIP model'}.get(needs, 'an encoder with patch maps')
+            raise ValueError(f'localizer {settings.localizer} needs {what} ({needs}); '
+                             f'{type(self.encoder).__name__} has none')
 
     def update(self, **changes) -> DetectorSettings:
         """
@@ -143,6 +187,7 @@ class ZeroShotDetector:
         re-encoded once, here.
         """
         candidate = replace(self.settings, **changes)
+        self._check_encoder(candidate)
         self._text_cache.get(candidate.labels, candidate.prompt_templates,
                              candidate.background_prompts)
         self.settings = candidate
@@ -166,6 +211,10 @@ class ZeroShotDetector:
         `bgr`: one flag for all frames or one per frame.
         """
         s = self.settings
+        if s.localizer in HEATMAP_LOCALIZERS:
+            return self._detect_by_heatmaps(frames, bgr)
+        if s.localizer == 'owlvit':
+            return self._detect_by_owl(frames, bgr)
         labels = self.class_embeddings().labels
         results = []
         for scored in self.score_windows(frames, bgr):
@@ -180,6 +229,85 @@ class ZeroShotDetector:
                 [(labels[i], float(image_scores[i])) for i in order], detections,
                 len(scored.windows)))
         return results
+
+    def _detect_by_heatmaps(self, frames: Sequence[np.ndarray],
+                            bgr: bool | Sequence[bool]) -> list[FrameResult]:
+        """Detect with the heatmap localizer: frames of one size share an encoder pass."""
+        s, encoder = self.settings, self.encoder
+        classes = self.class_embeddings()
+        flags = [bgr] * len(frames) if isinstance(bgr, bool) else list(bgr)
+        short_side = s.map_size or encoder.settings.crop
+        patch = encoder.patch_size
+        inputs = [self._normalize(resize_bicubic(
+            frame_to_device(frame, encoder.device, bgr=is_bgr),
+            *map_input_size(frame.shape[0], frame.shape[1], short_side, patch))[None])
+            for frame, is_bgr in zip(frames, flags, strict=True)]
+        by_size = {}
+        for index, pixels in enumerate(inputs):
+            by_size.setdefault(tuple(pixels.shape[-2:]), []).append(index)
+        results = [None] * len(frames)
+        for indices in by_size.values():
+            if self._cancelled.is_set():
+                raise InferenceCancelled('the detector was cancelled')
+            pixels = torch.cat([inputs[i] for i in indices])
+            if s.localizer == 'dense':
+                patches = encoder.encode_patches(pixels)  # [n, rows, cols, D]
+                logits = class_logits(patches, classes.matrix, encoder.logit_scale)
+                maps = logits.softmax(dim=-1)[..., :classes.num_labels].permute(0, 3, 1, 2)
+                maps = maps.cpu().numpy()
+                evidence = maps.max(axis=(2, 3))
+            else:
+                logits, cams = encoder.gradcam(pixels, classes.matrix, classes.num_labels)
+                evidence = logits.softmax(dim=-1)[:, :classes.num_labels].cpu().numpy()
+                cams = cams.cpu().numpy()
+                maps = cams / np.maximum(cams.max(axis=(2, 3), keepdims=True), 1e-12)
+            for row, index in enumerate(indices):
+                height, width = frames[index].shape[:2]
+                if s.localizer == 'dense':
+                    detections = dense_detections(maps[row], classes.labels, height, width,
+                                                  patch, s.score_threshold, s.nms_iou,
+                                                  s.max_detections)
+                else:
+                    detections = gradcam_detections(
+                        cams[row], evidence[row], classes.labels, height, width, patch,
+                        s.score_threshold, s.heatmap_threshold, s.nms_iou, s.max_detections)
+                scores = evidence[row]
+                if s.classification == 'whole_image':
+                    scores = self._whole_image_scores(frames[index], flags[index])
+                order = np.argsort(-scores, kind='stable')
+                results[index] = FrameResult(
+                    [(classes.labels[i], float(scores[i])) for i in order], detections, 1,
+                    maps[row], classes.labels)
+        return results
+
+    def _detect_by_owl(self, frames: Sequence[np.ndarray],
+                       bgr: bool | Sequence[bool]) -> list[FrameResult]:
+        """Detect with an OWL-ViT / OWLv2 head: one batched pass, cached query embeddings."""
+        s, classes = self.settings, self.class_embeddings()
+        flags = [bgr] * len(frames) if isinstance(bgr, bool) else list(bgr)
+        if self._cancelled.is_set():
+            raise InferenceCancelled('the detector was cancelled')
+        outputs = self.encoder.detect_frames(
+            [frame_to_device(frame, self.encoder.device, bgr=is_bgr)
+             for frame, is_bgr in zip(frames, flags, strict=True)],
+            classes.matrix[:classes.num_labels])
+        results = []
+        for output in outputs:
+            detections, scores = owl_detections(output, classes.labels, s.score_threshold,
+                                                s.nms_iou, s.max_detections)
+            order = np.argsort(-scores, kind='stable')
+            results.append(FrameResult([(classes.labels[i], float(scores[i])) for i in order],
+                                       detections, 1))
+        return results
+
+    def _whole_image_scores(self, frame: np.ndarray, bgr: bool) -> np.ndarray:
+        """Label scores [L] of CLIP's own view of the whole frame (softmax over the labels)."""
+        image, classes = self.encoder.settings, self.class_embeddings()
+        pixels = classification_input(frame_to_device(frame, self.encoder.device, bgr=bgr),
+                                      image.resize, image.crop, self._normalize)
+        logits = class_logits(self.encode_images(pixels), classes.matrix,
+                              self.encoder.logit_scale)
+        return label_scores(logits, classes.num_labels)[0].cpu().numpy()
 
     @property
     def regresses_boxes(self) -> bool:

@@ -142,6 +142,8 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = 'auto',
     dtype = resolve_precision(precision, torch_device)
     directory = resolve_model_directory(model)
     _check_model_files(directory)
+    if model_type(directory) in ('owlvit', 'owlv2'):
+        raise ModelLoadError(f'{model} is an OWL detection model: run it with localizer owlvit')
     from transformers import AutoTokenizer, CLIPModel
     from transformers.utils import logging as transformers_logging
     transformers_logging.disable_progress_bar()  # a node's log is no terminal
@@ -162,6 +164,51 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = 'auto',
              ', with a box regressor' if box_regressor else '')
     return ClipEncoder(clip, tokenizer, settings, name=model,
                        box_regressor=box_regressor and box_regressor.to(torch_device))
+
+
+def model_type(directory: Path) -> str:
+    """Read the model type config.json names ('clip', 'owlvit', 'owlv2', …; '' if none)."""
+    try:
+        return str(json.loads((directory / 'config.json').read_text()).get('model_type', ''))
+    except (OSError, ValueError):
+        return ''
+
+
+def load_owl(model: str, device: str = 'auto', precision: str = 'auto'):
+    """Load an OWL-ViT or OWLv2 detection model (hub id or directory) as an OwlEncoder."""
+    from clip_perception.engine.owl import OWL_MODEL_TYPES, OwlEncoder
+    torch_device = resolve_device(device)
+    dtype = resolve_precision(precision, torch_device)
+    directory = resolve_model_directory(model)
+    _check_model_files(directory)
+    kind = model_type(directory)
+    if kind not in OWL_MODEL_TYPES:
+        raise ModelLoadError(f'{model} is a {kind or "unknown"} model, not OWL-ViT or OWLv2 '
+                             '(localizer owlvit needs one, e.g. google/owlv2-base-patch16)')
+    from transformers import AutoTokenizer, Owlv2ForObjectDetection, OwlViTForObjectDetection
+    from transformers.utils import logging as transformers_logging
+    transformers_logging.disable_progress_bar()
+    architecture = OwlViTForObjectDetection if kind == 'owlvit' else Owlv2ForObjectDetection
+    try:
+        detector = architecture.from_pretrained(directory, use_safetensors=True,
+                                                trust_remote_code=False, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    except Exception as error:
+        raise ModelLoadError(f'could not load {kind} from {directory}: '
+                             f'{type(error).__name__}: {_first_line(error)}') from error
+    detector.to(torch_device).eval()
+    settings = read_image_settings(directory, detector.config.vision_config.image_size)
+    log.info('loaded %s (%s) on %s (%s)', model, kind, torch_device,
+             str(dtype).removeprefix('torch.'))
+    return OwlEncoder(detector, tokenizer, settings, kind, name=model)
+
+
+def load_encoder(model: str, device: str = 'auto', precision: str = 'auto',
+                 localizer: str = 'windows'):
+    """Load what `localizer` runs on: OWL-ViT/OWLv2 for owlvit, CLIP for the others."""
+    if localizer == 'owlvit':
+        return load_owl(model, device, precision)
+    return load_clip(model, device, precision)
 
 
 def _first_line(error: Exception) -> str:

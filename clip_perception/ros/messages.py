@@ -67,6 +67,29 @@ def debug_image(header, pixels: np.ndarray, bgr: bool, detections: Detection2DAr
     return msg
 
 
+def heatmap_image(header, pixels: np.ndarray, bgr: bool, heatmaps: np.ndarray,
+                  labels) -> Image:
+    """
+    Overlay per-label heatmaps on the input (as rgb8), each label in its colour.
+
+    heatmaps [L, rows, cols] in 0..1 over the whole frame; each pixel takes the colour
+    of its strongest label, blended in by that label's value.
+    """
+    canvas = (pixels[:, :, ::-1] if bgr else pixels).astype(np.float32)
+    height, width = canvas.shape[:2]
+    maps = np.stack([cv2.resize(m.astype(np.float32), (width, height),
+                                interpolation=cv2.INTER_LINEAR) for m in heatmaps])
+    strongest = maps.argmax(axis=0)
+    alpha = np.clip(maps.max(axis=0), 0.0, 1.0)[:, :, None] * 0.6
+    colours = np.array([_label_colour(label) for label in labels], np.float32)
+    canvas = canvas * (1.0 - alpha) + colours[strongest] * alpha
+    canvas = np.ascontiguousarray(canvas.round().clip(0, 255).astype(np.uint8))
+    msg = Image(header=header, height=height, width=width, encoding='rgb8', is_bigendian=0,
+                step=width * 3)
+    msg.data = canvas.tobytes()
+    return msg
+
+
 def _label_colour(label: str) -> tuple[int, int, int]:
     """Return a stable, saturated colour per label."""
     hue = (sum(map(ord, label)) * 37) % 180

@@ -30,7 +30,7 @@ import threading
 import time
 
 from clip_perception.engine.detector import InferenceCancelled, ZeroShotDetector
-from clip_perception.engine.model_loading import load_clip, ModelLoadError
+from clip_perception.engine.model_loading import load_encoder, ModelLoadError
 from clip_perception.ros import messages
 from clip_perception.ros.diagnostics import LatencyWindow, RateMeter
 from clip_perception.ros.image_conversion import (fit_to_pixel_budget, Frame,
@@ -172,8 +172,10 @@ class ClipPerceptionNode(LifecycleNode):
             durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.debug_pub = self.create_lifecycle_publisher(Image, '~/debug_image',
                                                          qos_profile_sensor_data)
+        self.heatmap_pub = self.create_lifecycle_publisher(Image, '~/heatmap',
+                                                           qos_profile_sensor_data)
         self._publishers_out = [self.detections_pub, self.classification_pub,
-                                self.label_info_pub, self.debug_pub]
+                                self.label_info_pub, self.debug_pub, self.heatmap_pub]
         return super().on_configure(state)
 
     @_reported
@@ -182,8 +184,9 @@ class ClipPerceptionNode(LifecycleNode):
             settings = detector_settings(self._values(DETECTOR_PARAMETERS))
             encoder = self._given_encoder
             if encoder is None:
-                encoder = load_clip(resolve_model(self._value('model')), self._value('device'),
-                                    self._value('precision'))
+                encoder = load_encoder(resolve_model(self._value('model')),
+                                       self._value('device'), self._value('precision'),
+                                       settings.localizer)
             self.detector = ZeroShotDetector(encoder, settings)
         except (ModelLoadError, ValueError) as error:
             return self._cannot_start(error)
@@ -201,7 +204,7 @@ class ClipPerceptionNode(LifecycleNode):
         self._publish_label_info()
         self.get_logger().info(
             f'active: model {self.model_name} on {encoder.device}, labels '
-            f'{list(settings.labels)}, box regression '
+            f'{list(settings.labels)}, localizer {settings.localizer}, box regression '
             f'{"on" if self.detector.regresses_boxes else "off"}, inputs {self.input_topics}')
         return result
 
@@ -450,6 +453,10 @@ class ClipPerceptionNode(LifecycleNode):
                 self.debug_pub.publish(messages.debug_image(
                     header, frame.pixels, frame.bgr,
                     messages.detection_array(header, result.detections)))
+            if (self._publish_debug and result.heatmaps is not None
+                    and self.heatmap_pub.get_subscription_count() > 0):
+                self.heatmap_pub.publish(messages.heatmap_image(
+                    header, frame.pixels, frame.bgr, result.heatmaps, result.heatmap_labels))
         except Exception:  # a context shut down by a signal mid-publish: nothing to report
             if stop.is_set() or not self.context.ok():
                 return False

@@ -10,7 +10,7 @@ read parameter files with it).
 import array
 from dataclasses import dataclass
 
-from clip_perception.engine.detector import CLASSIFICATIONS, DetectorSettings
+from clip_perception.engine.detector import CLASSIFICATIONS, DetectorSettings, LOCALIZERS
 from clip_perception.engine.model_loading import DEFAULT_MODEL, PRECISIONS
 from clip_perception.engine.prompts import validate_prompts
 from clip_perception.engine.sliding_windows.grid import WindowSpec
@@ -50,6 +50,19 @@ PARAMETERS = (
     ParameterSpec('background_prompts', list(_DETECTOR.background_prompts), 'string_array',
                   'Whole sentences that compete with the labels so empty windows are '
                   'rejected'),
+    ParameterSpec('localizer', _DETECTOR.localizer, 'string',
+                  'How boxes are made: windows (sliding windows, each classified), dense '
+                  '(patch embeddings against the labels, one pass), gradcam (Grad-CAM of the '
+                  "frame's label scores, one pass) or owlvit (an OWL-ViT/OWLv2 detection "
+                  'model as `model`); dense and gradcam also publish ~/heatmap',
+                  read_only=True, choices=LOCALIZERS),
+    ParameterSpec('map_size', _DETECTOR.map_size, 'integer',
+                  "dense, gradcam: the frame's shorter side in pixels as the encoder sees it "
+                  "(position embeddings interpolated); 0: the model's input size",
+                  limits=(0, 4096)),
+    ParameterSpec('heatmap_threshold', _DETECTOR.heatmap_threshold, 'double',
+                  "gradcam: a box is a region where a label's map reaches this fraction of "
+                  'its peak', limits=(0.0, 1.0)),
     ParameterSpec('window_scales', list(_WINDOWS.scales), 'double_array',
                   'Window sides: <= 1 a fraction of the short side, > 1 pixels'),
     ParameterSpec('window_aspect_ratios', list(_WINDOWS.aspect_ratios), 'double_array',
@@ -111,7 +124,8 @@ BY_NAME = {spec.name: spec for spec in PARAMETERS}
 # The parameters that shape detection, as DetectorSettings fields and WindowSpec fields.
 _SETTINGS_FIELDS = ('labels', 'prompt_templates', 'background_prompts', 'score_threshold',
                     'nms_iou', 'max_detections', 'max_batch', 'box_refinement',
-                    'box_regression', 'max_windows', 'classification')
+                    'box_regression', 'max_windows', 'classification', 'localizer',
+                    'map_size', 'heatmap_threshold')
 _WINDOW_FIELDS = {'window_scales': 'scales', 'window_aspect_ratios': 'aspect_ratios',
                   'window_overlap': 'overlap'}
 DETECTOR_PARAMETERS = _SETTINGS_FIELDS + tuple(_WINDOW_FIELDS)

@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 
 from clip_perception.engine.detector import ZeroShotDetector
-from clip_perception.engine.model_loading import load_clip
+from clip_perception.engine.model_loading import load_encoder
 from clip_perception.engine.preprocess import frame_to_device, resize_bicubic
 from clip_perception.ros.parameters import settings_from_file
 from clip_perception.tools.datasets import read_captions, read_rgb, read_scenes
@@ -138,8 +138,9 @@ def main(argv=None) -> None:
     parser.add_argument('--json', type=Path, help='also write the figures here')
     args = parser.parse_args(argv)
 
-    detector = ZeroShotDetector(load_clip(args.model, args.device),
-                                settings_from_file(args.params))
+    settings = settings_from_file(args.params)
+    detector = ZeroShotDetector(load_encoder(args.model, args.device, 'auto', settings.localizer),
+                                settings)
     report = {'model': args.model, 'params': str(args.params), 'scenes': str(args.scenes)}
     if args.crops:
         items = [i for i in read_captions(args.crops) if i.label is not None]
