@@ -3,8 +3,8 @@ Start clip_perception on a workbench camera.
 
     ros2 launch clip_perception workbench.launch.py image_topic:=/camera/image_raw
 
-`model` and `device` override the parameters file only when given (empty = keep
-the file's value). The node is a lifecycle node: with `autostart:=false` it waits
+`model`, `device` and `localizer` override the parameters file only when given
+(empty = keep the file's value). The node is a lifecycle node: with `autostart:=false` it waits
 for a lifecycle manager (`ros2 lifecycle set /clip_perception configure`).
 A relative `image_topic` lies in `namespace`. The node runs with the package's
 Fast DDS profile for large images (`fastdds_profile`, see the README's Topics).
@@ -20,7 +20,7 @@ PACKAGE = 'clip_perception'
 
 def _clip_perception_node(context):
     overrides = {}
-    for name in ('model', 'device'):
+    for name in ('model', 'device', 'localizer'):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
@@ -47,6 +47,8 @@ ARGUMENTS = {
     'model': ('', 'Hugging Face id or directory of a CLIP model (empty: the parameters file '
                   'decides)'),
     'device': ('', 'auto, cpu, cuda or cuda:N (empty: the parameters file decides)'),
+    'localizer': ('', 'windows, dense, gradcam or owlvit (owlvit: give an OWL-ViT/OWLv2 '
+                      '`model`; empty: the parameters file decides)'),
     'namespace': ('', 'Namespace of the node and its relative topics'),
     'autostart': ('true', 'Configure and activate at start-up (false: wait for a lifecycle '
                           'manager)'),

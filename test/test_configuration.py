@@ -19,7 +19,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / 'launch' / 'workbench.launch.py'
 LAUNCH_ARGUMENTS = {'image_topic': 'camera/image_raw', 'params_file': None, 'model': '',
-                    'device': '', 'namespace': '', 'autostart': 'true', 'use_sim_time': 'false',
+                    'device': '', 'localizer': '',
+                    'namespace': '', 'autostart': 'true', 'use_sim_time': 'false',
                     'fastdds_profile': None}
 
 
