@@ -53,12 +53,16 @@ VIT_B_32 = ClipSize(224, 32, 768, 12, 12, 512, 12, 8, 512)
 
 
 def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1000, max_length: int = 77,
-                    special_tokens: tuple[str, ...] = SPECIAL_TOKENS):
+                    owl_layout: bool = False, vocabulary=None):
     """
     Build a lowercase BPE tokenizer in CLIP's style, as CLIPTokenizerFast.
 
-    End-of-word '</w>', start and end tokens; `special_tokens` take the first ids,
-    in their order. The same corpus always gives the same ids.
+    End-of-word '</w>', start and end tokens. The special tokens take the first ids
+    (SPECIAL_TOKENS' order), or with `owl_layout` the ids OWL-ViT relies on: padding
+    is id 0 (its query mask) and the end token the highest id (its text pooling takes
+    the highest id of a query, as the released CLIP vocabulary has it). The same
+    corpus always gives the same ids. `vocabulary`: (tokens, merges) of a tokenizer
+    to lay out anew instead of learning them from `corpus`.
     """
     from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, Tokenizer
     from transformers import CLIPTokenizerFast
@@ -67,13 +71,18 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1000, max_length: i
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.decoder = decoders.BPEDecoder(suffix='</w>')
-    words = collections.Counter(
-        word for text in corpus
-        for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(
-            tokenizer.normalizer.normalize_str(text)))
-    vocab, merges = _learn_bpe(words, vocab_size - len(special_tokens))
+    if vocabulary is None:
+        words = collections.Counter(
+            word for text in corpus
+            for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(
+                tokenizer.normalizer.normalize_str(text)))
+        vocab, merges = _learn_bpe(words, vocab_size - len(SPECIAL_TOKENS))
+    else:
+        vocab, merges = vocabulary
+    ordered = ((PAD, UNK) + tuple(vocab) + (BOS, EOS) if owl_layout
+               else SPECIAL_TOKENS + tuple(vocab))
     tokenizer.model = models.BPE(
-        vocab={token: i for i, token in enumerate(tuple(special_tokens) + tuple(vocab))},
+        vocab={token: i for i, token in enumerate(ordered)},
         merges=merges, unk_token=UNK, end_of_word_suffix='</w>')
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f'{BOS} $A {EOS}', pair=f'{BOS} $A {EOS} $B {EOS}',
@@ -193,13 +202,11 @@ def build_random_owl_directory(directory: Path, kind: str = 'owlvit', size: Clip
     processor of the released checkpoints at the model's input size.
     """
     import torch
-    from transformers import (Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil,
-                              OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessorPil)
+    from transformers import (Owlv2Config, Owlv2ForObjectDetection, OwlViTConfig,
+                              OwlViTForObjectDetection)
 
-    # OWL-ViT takes a query whose first id is 0 for padding: the padding token is id 0
     tokenizer = build_tokenizer(default_corpus(), vocab_size=600,
-                                max_length=size.max_text_tokens,
-                                special_tokens=(PAD, BOS, EOS, UNK))
+                                max_length=size.max_text_tokens, owl_layout=True)
     text_config = {
         'vocab_size': len(tokenizer), 'hidden_size': size.text_width,
         'intermediate_size': 4 * size.text_width, 'num_hidden_layers': size.text_layers,
@@ -210,20 +217,28 @@ def build_random_owl_directory(directory: Path, kind: str = 'owlvit', size: Clip
         'image_size': size.image_size, 'patch_size': size.patch_size,
         'hidden_size': size.vision_width, 'intermediate_size': 4 * size.vision_width,
         'num_hidden_layers': size.vision_layers, 'num_attention_heads': size.vision_heads}
-    config_class, model_class, processor_class = {
-        'owlvit': (OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessorPil),
-        'owlv2': (Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil)}[kind]
+    config_class, model_class = {'owlvit': (OwlViTConfig, OwlViTForObjectDetection),
+                                 'owlv2': (Owlv2Config, Owlv2ForObjectDetection)}[kind]
     # the class head compares its image embeddings (text width) with the projected
     # queries: the projection keeps the text width, as in the released checkpoints (512)
     config = config_class(text_config=text_config, vision_config=vision_config,
                           projection_dim=size.text_width)
     torch.manual_seed(seed)
     model = model_class(config).eval()
+    return save_owl_directory(directory, model, tokenizer, size.image_size, kind)
+
+
+def save_owl_directory(directory: Path, model, tokenizer, image_size: int,
+                       kind: str = 'owlvit') -> Path:
+    """Write an OWL detector, its tokenizer and its kind's image processor (safetensors)."""
+    from transformers import Owlv2ImageProcessorPil, OwlViTImageProcessorPil
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
-    side = {'height': size.image_size, 'width': size.image_size}
-    processor_class(size=side, crop_size=side, image_mean=list(CLIP_MEAN),
-                    image_std=list(CLIP_STD)).save_pretrained(directory)
+    side = {'height': image_size, 'width': image_size}
+    processor = OwlViTImageProcessorPil if kind == 'owlvit' else Owlv2ImageProcessorPil
+    processor(size=side, crop_size=side, image_mean=list(CLIP_MEAN),
+              image_std=list(CLIP_STD)).save_pretrained(directory)
     return directory
