@@ -77,6 +77,17 @@ def test_the_owl_backbone_is_the_clip_towers(clip_dir):
                                clip.get_image_features(pixel_values=pixels).pooler_output)
 
 
+def test_every_patch_starts_at_its_grid_box_with_gradients_flowing(clip_dir):
+    owl, _ = owl_from_clip(clip_dir, OWL_READY.image_size)
+    pixels = torch.randn(2, 3, OWL_READY.image_size, OWL_READY.image_size)
+    feature_map, _ = owl.image_embedder(pixel_values=pixels)
+    features = feature_map.flatten(1, 2)
+    boxes = owl.box_predictor(features, feature_map)
+    torch.testing.assert_close(boxes, torch.sigmoid(owl.box_bias).expand_as(boxes))
+    boxes.sum().backward()  # the sigmoid is not saturated: the box head learns
+    assert owl.box_head.dense2.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.slow
 def test_a_short_run_lowers_the_loss_and_the_node_loads_the_result(clip_dir, tmp_path):
     scenes = make_scenes(tmp_path / 'scenes', count=12, blank=2, seed=5)

@@ -138,7 +138,8 @@ def owl_from_clip(clip_directory: Path, image_size: int):
     (bicubic) to `image_size`; the tokenizer is rebuilt in OWL-ViT's id layout
     (model_building.build_tokenizer) and the text token embeddings permuted to it.
     The class head starts as CLIP: its projection is the visual projection, its
-    scale the CLIP temperature, its shift low (rare positives, as the focal loss wants).
+    scale the CLIP temperature, its shift low (rare positives, as the focal loss
+    wants); the box head starts at the patch grid's prior boxes.
     """
     from transformers import AutoTokenizer, CLIPModel, OwlViTConfig, OwlViTForObjectDetection
 
@@ -183,6 +184,14 @@ def owl_from_clip(clip_directory: Path, image_size: int):
         head.logit_scale.bias.fill_(float(clip.logit_scale.exp()) - 1.0)  # elu(b) + 1
         head.logit_shift.weight.zero_()
         head.logit_shift.bias.fill_(-0.7)
+        # transformers initializes the box head with unit-variance weights: its outputs
+        # (hundreds) saturate the sigmoid and no gradient flows. PyTorch's default
+        # init for the hidden layers and a zero last layer start every patch at the
+        # grid prior (its own cell, one patch in size), as DETR-style heads do.
+        for layer in (model.box_head.dense0, model.box_head.dense1):
+            layer.reset_parameters()
+        model.box_head.dense2.weight.zero_()
+        model.box_head.dense2.bias.zero_()
     return model, tokenizer
 
 
