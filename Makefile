@@ -15,7 +15,8 @@ VISION_MSGS_SRC := $(wildcard ros_deps/vision_msgs/msg/*.msg) \
 	ros_deps/vision_msgs/CMakeLists.txt ros_deps/vision_msgs/package.xml \
 	ros_deps/vision_msgs/pyproject.toml
 
-.PHONY: setup test test-fast lint demo eval eval-localizers bench train-demo-model clean-venv
+.PHONY: setup test test-fast lint demo eval eval-localizers bench train-demo-model \
+	train-owl-demo-model clean-venv
 
 setup: $(STAMPS)/package
 
@@ -93,12 +94,13 @@ $(EVAL_DIR)/heldout/annotations.json: clip_perception/tools/heldout_style.py | s
 	$(PY) -m clip_perception.tools.heldout_style $(EVAL_DIR)/heldout --count 300 --blank 100 \
 	    --seed 5001
 
-# The localizers side by side on make eval's scene sets, with the bundled demo model:
+# The localizers side by side on make eval's scene sets, with the bundled demo models
+# (the demo CLIP for windows, dense and gradcam; the OWL-ViT demo detector for owlvit):
 # one line per localizer and style,
 #   localizer: NAME style: own|heldout scene_accuracy: A ap50: P ap50_95: Q fp_per_blank: F fps: R gflops: G
 # Each run is a parameter file the node can start with (config/demo.yaml is windows).
 LOCALIZER_RUNS := --run windows config/demo.yaml --run dense config/demo_dense.yaml \
-	--run gradcam config/demo_gradcam.yaml
+	--run gradcam config/demo_gradcam.yaml --run owlvit config/demo_owlvit.yaml
 eval-localizers: setup $(EVAL_DIR)/own/annotations.json $(EVAL_DIR)/heldout/annotations.json
 	$(PY) -m clip_perception.tools.compare_localizers $(LOCALIZER_RUNS) \
 	    --scenes own $(EVAL_DIR)/own --scenes heldout $(EVAL_DIR)/heldout \
@@ -128,6 +130,18 @@ train-demo-model: setup
 	$(PY) -m clip_perception.make_dataset scenes $(TRAIN_DIR)/boxes --count 1000 --seed 4
 	$(PY) -m clip_perception.fit_boxes --model $(DEMO_MODEL) --scenes $(TRAIN_DIR)/boxes \
 	    --params config/demo.yaml
+
+# The OWL-ViT demo detector (localizer owlvit): the bundled demo CLIP as its
+# backbone, heads and backbone trained on randomized scenes with DETR's
+# set-prediction loss (clip_perception/tools/train_owl.py). About 35 minutes on
+# 2 CPU cores; see models/owl_demo/MODEL.md.
+OWL_DIR := build/owl
+OWL_DEMO_MODEL := models/owl_demo
+train-owl-demo-model: setup
+	$(PY) -m clip_perception.make_dataset scenes $(OWL_DIR)/scenes --count 4000 --blank 400 \
+	    --seed 11
+	$(PY) -m clip_perception.train_owl --init $(DEMO_MODEL) --data $(OWL_DIR)/scenes \
+	    --out $(OWL_DEMO_MODEL) --image-size 160 --steps 3500 --batch-size 16 --seed 0
 
 # The node's overhead first, so the engine's speedup line comes last.
 bench: setup

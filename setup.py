@@ -14,6 +14,7 @@ setup(
         (f'share/{package_name}/launch', glob('launch/*.launch.py')),
         (f'share/{package_name}/config', glob('config/*.yaml') + glob('config/*.xml')),
         (f'share/{package_name}/models/workbench_demo', glob('models/workbench_demo/*')),
+        (f'share/{package_name}/models/owl_demo', glob('models/owl_demo/*')),
         (f'share/{package_name}/demo/workbench_bag', glob('demo/workbench_bag/*')),
         (f'share/{package_name}/demo', glob('demo/*.json')),
     ],

@@ -36,6 +36,8 @@ def test_colcon_build_installs_the_ros_layout(tmp_path):
                  share / 'launch' / 'demo.launch.py', share / 'config' / 'workbench.yaml',
                  share / 'config' / 'demo.yaml', share / 'config' / 'fastdds_large_images.xml',
                  share / 'models' / 'workbench_demo' / 'model.safetensors',
+                 share / 'models' / 'owl_demo' / 'model.safetensors',
+                 share / 'config' / 'demo_owlvit.yaml',
                  share / 'demo' / 'workbench_bag' / 'metadata.yaml',
                  prefix / 'lib' / 'clip_perception' / 'clip_perception_bag_player',
                  prefix / 'share' / 'ament_index' / 'resource_index' / 'packages' /
