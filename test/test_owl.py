@@ -129,3 +129,8 @@ def test_the_model_and_the_localizer_must_agree(owl, tiny_owl_dir, tiny_clip_dir
         ZeroShotDetector(load_clip(str(tiny_clip_dir), 'cpu'), SETTINGS)
     with pytest.raises(ValueError, match='localizer windows needs a CLIP model'):
         ZeroShotDetector(owl, replace(SETTINGS, localizer='windows'))
+
+
+def test_whole_image_classification_needs_clip():
+    with pytest.raises(ValueError, match='classification whole_image needs a CLIP model'):
+        replace(SETTINGS, classification='whole_image')

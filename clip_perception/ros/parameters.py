@@ -88,7 +88,8 @@ PARAMETERS = (
     ParameterSpec('classification', _DETECTOR.classification, 'string',
                   'Source of the classification scores: windows (per label the pooled '
                   'probability of its best window, 0..1 each: is it in view?) or whole_image '
-                  '(softmax over the labels of the whole frame; scores sum to 1)',
+                  '(softmax over the labels of the whole frame; scores sum to 1; not with '
+                  'localizer owlvit)',
                   choices=CLASSIFICATIONS),
     ParameterSpec('max_batch', _DETECTOR.max_batch, 'integer',
                   'Most crops per forward pass (halved automatically on CUDA OOM)',
