@@ -134,3 +134,17 @@ def test_the_model_and_the_localizer_must_agree(owl, tiny_owl_dir, tiny_clip_dir
 def test_whole_image_classification_needs_clip():
     with pytest.raises(ValueError, match='classification whole_image needs a CLIP model'):
         replace(SETTINGS, classification='whole_image')
+
+
+def test_the_bundled_owl_demo_detector_loads_like_a_hub_checkpoint():
+    from clip_perception.ros.parameters import settings_from_file
+    from clip_perception.tools.assets import DEMO_MODEL
+    from transformers import OwlViTForObjectDetection
+    directory = DEMO_MODEL.parent / 'owl_demo'
+    assert sum(p.stat().st_size for p in directory.iterdir()) < 20 * 2**20
+    model = OwlViTForObjectDetection.from_pretrained(directory, use_safetensors=True)
+    assert model.config.vision_config.image_size == 160
+    settings = settings_from_file(DEMO_MODEL.parent.parent / 'config' / 'demo_owlvit.yaml')
+    detector = ZeroShotDetector(load_owl(str(directory), 'cpu'), settings)
+    result = detector.detect(smooth_frame(240, 320))
+    assert [label for label, _ in sorted(result.classification)] == sorted(settings.labels)
