@@ -53,6 +53,11 @@ CLASSIFICATIONS = ('windows', 'whole_image')
 LOCALIZERS = ('windows',) + HEATMAP_LOCALIZERS + ('owlvit',)
 
 
+def _bgr_flags(bgr: bool | Sequence[bool], count: int) -> list[bool]:
+    """Return one BGR flag per frame: `bgr` for all, or its per-frame flags."""
+    return [bgr] * count if isinstance(bgr, bool) else list(bgr)
+
+
 class InferenceCancelled(RuntimeError):
     """ZeroShotDetector.cancel() stopped an encoder pass."""
 
@@ -235,7 +240,7 @@ class ZeroShotDetector:
         """Detect with the heatmap localizer: frames of one size share an encoder pass."""
         s, encoder = self.settings, self.encoder
         classes = self.class_embeddings()
-        flags = [bgr] * len(frames) if isinstance(bgr, bool) else list(bgr)
+        flags = _bgr_flags(bgr, len(frames))
         short_side = s.map_size or encoder.settings.crop
         patch = encoder.patch_size
         inputs = [self._normalize(resize_bicubic(
@@ -269,7 +274,7 @@ class ZeroShotDetector:
                                                   s.max_detections)
                 else:
                     detections = gradcam_detections(
-                        cams[row], evidence[row], classes.labels, height, width, patch,
+                        maps[row], evidence[row], classes.labels, height, width, patch,
                         s.score_threshold, s.heatmap_threshold, s.nms_iou, s.max_detections)
                 scores = evidence[row]
                 if s.classification == 'whole_image':
@@ -284,7 +289,7 @@ class ZeroShotDetector:
                        bgr: bool | Sequence[bool]) -> list[FrameResult]:
         """Detect with an OWL-ViT / OWLv2 head: one batched pass, cached query embeddings."""
         s, classes = self.settings, self.class_embeddings()
-        flags = [bgr] * len(frames) if isinstance(bgr, bool) else list(bgr)
+        flags = _bgr_flags(bgr, len(frames))
         if self._cancelled.is_set():
             raise InferenceCancelled('the detector was cancelled')
         outputs = self.encoder.detect_frames(
@@ -323,7 +328,7 @@ class ZeroShotDetector:
         """
         image = self.encoder.settings
         classes = self.class_embeddings()
-        flags = [bgr] * len(frames) if isinstance(bgr, bool) else list(bgr)
+        flags = _bgr_flags(bgr, len(frames))
         if windows is None:
             windows = [self.settings.window_grid(frame.shape[0], frame.shape[1])
                        for frame in frames]
