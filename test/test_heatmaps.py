@@ -157,3 +157,10 @@ def test_heatmap_localizers_run_on_a_real_clip(tiny_clip, localizer):
     for found in result.detections:
         x0, y0, x1, y1 = found.box
         assert 0 <= x0 < x1 <= 90 and 0 <= y0 < y1 <= 60
+
+
+def test_the_box_regressor_moves_windows_only():
+    encoder = ColourEncoder()
+    encoder.box_regressor = object()  # a model with one: used by windows, not by dense
+    assert ZeroShotDetector(encoder, COLOUR_SETTINGS).regresses_boxes
+    assert not ZeroShotDetector(encoder, DENSE).regresses_boxes

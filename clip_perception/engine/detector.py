@@ -316,7 +316,9 @@ class ZeroShotDetector:
 
     @property
     def regresses_boxes(self) -> bool:
-        return self.settings.box_regression and self.encoder.box_regressor is not None
+        # only windows are moved: the other localizers make their boxes without it
+        return (self.settings.localizer == 'windows' and self.settings.box_regression
+                and self.encoder.box_regressor is not None)
 
     def score_windows(self, frames: Sequence[np.ndarray], bgr: bool | Sequence[bool] = False,
                       windows: Sequence[np.ndarray] | None = None) -> list[ScoredWindows]:
