@@ -10,6 +10,8 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# The ROS packages of this repository, one folder each (colcon's layout).
+PKG := clip_perception
 
 VISION_MSGS_SRC := $(wildcard ros_deps/vision_msgs/msg/*.msg) \
 	ros_deps/vision_msgs/CMakeLists.txt ros_deps/vision_msgs/package.xml \
@@ -43,20 +45,20 @@ $(STAMPS)/vision_msgs: $(VISION_MSGS_SRC) $(STAMPS)/requirements
 	fi
 	touch $@
 
-$(STAMPS)/package: setup.py setup.cfg $(STAMPS)/vision_msgs
-	$(PIP) install -q --no-deps --no-build-isolation -e .
+$(STAMPS)/package: $(PKG)/setup.py $(PKG)/setup.cfg $(STAMPS)/vision_msgs
+	$(PIP) install -q --no-deps --no-build-isolation -e ./$(PKG)
 	touch $@
 
 # Everything (what CI runs); test-fast leaves out the slow tier: nodes over DDS,
 # processes, training runs (see pytest.ini); lint runs the linters' tests only.
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	cd $(PKG) && $(abspath $(PY)) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	cd $(PKG) && $(abspath $(PY)) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
-	$(PY) -m pytest -m linter $(PYTEST_ARGS)
+	cd $(PKG) && $(abspath $(PY)) -m pytest -m linter $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m clip_perception.demo
@@ -68,8 +70,8 @@ demo: setup
 #   eval own: scene_accuracy: A ap50: P ap50_95: Q fp_per_blank: F
 #   eval heldout: scene_accuracy: A ap50: P ap50_95: Q fp_per_blank: F
 EVAL_DIR := build/eval
-DEMO_MODEL := models/workbench_demo
-EVAL := $(PY) -m clip_perception.eval --model $(DEMO_MODEL) --params config/demo.yaml
+DEMO_MODEL := $(PKG)/models/workbench_demo
+EVAL := $(PY) -m clip_perception.eval --model $(DEMO_MODEL) --params $(PKG)/config/demo.yaml
 eval: setup $(EVAL_DIR)/crops/captions.jsonl $(EVAL_DIR)/own/annotations.json \
 		$(EVAL_DIR)/heldout/annotations.json
 	$(EVAL) --crops $(EVAL_DIR)/crops --scenes $(EVAL_DIR)/own --json $(EVAL_DIR)/own.json \
@@ -81,16 +83,16 @@ eval: setup $(EVAL_DIR)/crops/captions.jsonl $(EVAL_DIR)/own/annotations.json \
 
 # Regenerated when the generators, the demo windows or the model's input size
 # (model_building.py) change.
-DATA_SOURCES := clip_perception/tools/synthetic.py clip_perception/tools/make_dataset.py
-$(EVAL_DIR)/crops/captions.jsonl: $(DATA_SOURCES) config/demo.yaml \
-		clip_perception/tools/model_building.py | setup
+DATA_SOURCES := $(PKG)/clip_perception/tools/synthetic.py $(PKG)/clip_perception/tools/make_dataset.py
+$(EVAL_DIR)/crops/captions.jsonl: $(DATA_SOURCES) $(PKG)/config/demo.yaml \
+		$(PKG)/clip_perception/tools/model_building.py | setup
 	$(PY) -m clip_perception.make_dataset crops $(EVAL_DIR)/crops --count 2000 --seed 2001
 
 $(EVAL_DIR)/own/annotations.json: $(DATA_SOURCES) | setup
 	$(PY) -m clip_perception.make_dataset scenes $(EVAL_DIR)/own --count 300 --blank 100 \
 	    --seed 3001
 
-$(EVAL_DIR)/heldout/annotations.json: clip_perception/tools/heldout_style.py | setup
+$(EVAL_DIR)/heldout/annotations.json: $(PKG)/clip_perception/tools/heldout_style.py | setup
 	$(PY) -m clip_perception.tools.heldout_style $(EVAL_DIR)/heldout --count 300 --blank 100 \
 	    --seed 5001
 
@@ -99,8 +101,8 @@ $(EVAL_DIR)/heldout/annotations.json: clip_perception/tools/heldout_style.py | s
 # one line per localizer and style,
 #   localizer: NAME style: own|heldout scene_accuracy: A ap50: P ap50_95: Q fp_per_blank: F fps: R gflops: G
 # Each run is a parameter file the node can start with (config/demo.yaml is windows).
-LOCALIZER_RUNS := --run windows config/demo.yaml --run dense config/demo_dense.yaml \
-	--run gradcam config/demo_gradcam.yaml --run owlvit config/demo_owlvit.yaml
+LOCALIZER_RUNS := --run windows $(PKG)/config/demo.yaml --run dense $(PKG)/config/demo_dense.yaml \
+	--run gradcam $(PKG)/config/demo_gradcam.yaml --run owlvit $(PKG)/config/demo_owlvit.yaml
 eval-localizers: setup $(EVAL_DIR)/own/annotations.json $(EVAL_DIR)/heldout/annotations.json
 	$(PY) -m clip_perception.tools.compare_localizers $(LOCALIZER_RUNS) \
 	    --scenes own $(EVAL_DIR)/own --scenes heldout $(EVAL_DIR)/heldout \
@@ -122,21 +124,21 @@ train-demo-model: setup
 	    --eval-every 500 --batch-size 128 --lr 7e-4 --seed 0
 	$(PY) -m clip_perception.make_dataset crops $(TRAIN_DIR)/fresh --count 6000 --seed 2
 	$(PY) -m clip_perception.make_dataset hard $(TRAIN_DIR)/hard --count 2000 --seed 3 \
-	    --model $(TRAIN_DIR)/stage1 --params config/demo.yaml
+	    --model $(TRAIN_DIR)/stage1 --params $(PKG)/config/demo.yaml
 	$(PY) -m clip_perception.train --init $(TRAIN_DIR)/stage1 \
 	    --data $(TRAIN_DIR)/fresh $(TRAIN_DIR)/hard --eval-data $(TRAIN_DIR)/probe \
 	    --out $(DEMO_MODEL) --steps 300 --eval-every 100 --batch-size 128 --lr 2e-4 \
 	    --warmup 20 --seed 0
 	$(PY) -m clip_perception.make_dataset scenes $(TRAIN_DIR)/boxes --count 1000 --seed 4
 	$(PY) -m clip_perception.fit_boxes --model $(DEMO_MODEL) --scenes $(TRAIN_DIR)/boxes \
-	    --params config/demo.yaml
+	    --params $(PKG)/config/demo.yaml
 
 # The OWL-ViT demo detector (localizer owlvit): the bundled demo CLIP as its
 # backbone, heads and backbone trained on randomized scenes with DETR's
 # set-prediction loss (clip_perception/tools/train_owl.py). About 35 minutes on
 # 2 CPU cores; see models/owl_demo/MODEL.md.
 OWL_DIR := build/owl
-OWL_DEMO_MODEL := models/owl_demo
+OWL_DEMO_MODEL := $(PKG)/models/owl_demo
 train-owl-demo-model: setup
 	$(PY) -m clip_perception.make_dataset scenes $(OWL_DIR)/scenes --count 4000 --blank 400 \
 	    --seed 11

@@ -9,22 +9,20 @@ with `box_regression` off (the baseline) and on, alternating, in one process.
 Prints seconds per frame for both and their ratio (on / off).
 """
 import argparse
-from pathlib import Path
 import time
 
 from clip_perception.engine.detector import ZeroShotDetector
 from clip_perception.engine.model_loading import load_clip
 from clip_perception.ros.parameters import settings_from_file
+from clip_perception.tools.assets import DEMO_MODEL, DEMO_PARAMS
 from clip_perception.tools.synthetic import make_scene
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
-    parser.add_argument('--model', default=str(ROOT / 'models' / 'workbench_demo'))
-    parser.add_argument('--params', default=str(ROOT / 'config' / 'demo.yaml'))
+    parser.add_argument('--model', default=str(DEMO_MODEL))
+    parser.add_argument('--params', default=str(DEMO_PARAMS))
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--frames', type=int, default=6)
     parser.add_argument('--repeats', type=int, default=3)

@@ -6,8 +6,10 @@ import sys
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every Python file of the package: the code, its tests, launch files, benchmarks.
-PATHS = [str(ROOT / path) for path in ('clip_perception', 'test', 'launch', 'bench', 'setup.py')]
+# Every Python file of the package: the code, its tests, launch files; and the
+# repository's benchmarks beside it when this is a checkout.
+PACKAGE_PATHS = [ROOT / name for name in ('clip_perception', 'test', 'launch', 'setup.py')]
+PATHS = [str(path) for path in (*PACKAGE_PATHS, ROOT.parent / 'bench') if path.exists()]
 
 
 @pytest.mark.flake8

@@ -16,7 +16,8 @@ from clip_perception.tools.make_dataset import BACKGROUND_CAPTIONS, TOOL_CAPTION
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # this ROS package
+REPO = ROOT.parent
 LAUNCH_FILE = ROOT / 'launch' / 'workbench.launch.py'
 LAUNCH_ARGUMENTS = {'image_topic': 'camera/image_raw', 'params_file': None, 'model': '',
                     'device': '', 'localizer': '',
@@ -63,7 +64,7 @@ def test_the_yaml_sets_declared_parameters_to_their_defaults():
 
 
 def test_the_readme_table_lists_every_parameter_with_type_default_and_mutability():
-    text = (ROOT / 'README.md').read_text()
+    text = (REPO / 'README.md').read_text()
     rows = re.findall(r'^\| `(\w+)` \| (\w+) \| `([^`]*)` \| (restart|yes) \|', text, re.M)
     table = {name: (kind, default, runtime) for name, kind, default, runtime in rows}
     assert set(table) == set(BY_NAME)
@@ -99,8 +100,8 @@ def test_launch_file_declares_the_documented_arguments():
     assert _launch_arguments_from_source() == LAUNCH_ARGUMENTS
     assert _launch_arguments_from_source(ROOT / 'launch' / 'demo.launch.py') == {
         'rate_hz': '2.0'}
-    assert 'ros2 launch clip_perception demo.launch.py' in (ROOT / 'README.md').read_text()
-    text = (ROOT / 'README.md').read_text()
+    assert 'ros2 launch clip_perception demo.launch.py' in (REPO / 'README.md').read_text()
+    text = (REPO / 'README.md').read_text()
     for name in LAUNCH_ARGUMENTS:
         assert f'| `{name}` |' in text, name
 
@@ -133,14 +134,16 @@ def test_the_demo_configuration_matches_how_the_demo_model_was_trained():
 
 def test_each_demo_localizer_has_a_parameter_file_naming_its_model_that_make_evaluates():
     """config/demo_<NAME>.yaml per localizer of make eval-localizers (windows: demo.yaml)."""
-    makefile = (ROOT / 'Makefile').read_text().replace('\\\n', ' ')
+    makefile = (REPO / 'Makefile').read_text().replace('\\\n', ' ')
+    package = re.search(r'^PKG := (\S+)$', makefile, re.MULTILINE).group(1)
+    makefile = makefile.replace('$(PKG)', package)
     runs = dict(re.findall(r'--run (\w+) (\S+\.yaml)', makefile))
-    assert runs['windows'] == 'config/demo.yaml'
+    assert runs['windows'] == 'clip_perception/config/demo.yaml'
     for name, path in runs.items():
         if name != 'windows':
-            assert path == f'config/demo_{name}.yaml'
-        values = read_parameters_file(ROOT / path)
+            assert path == f'clip_perception/config/demo_{name}.yaml'
+        values = read_parameters_file(REPO / path)
         assert set(values) <= set(BY_NAME), path
-        settings = settings_from_file(ROOT / path)
+        settings = settings_from_file(REPO / path)
         assert settings.localizer == name, path
         assert (ROOT / values['model'] / 'config.json').is_file(), path

@@ -7,7 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # this ROS package
+REPO = ROOT.parent  # the repository: its other packages, Makefile, README, CI
 
 
 def test_package_xml_declares_the_runtime_dependencies():
@@ -47,16 +48,16 @@ def test_colcon_build_installs_the_ros_layout(tmp_path):
 
 
 def _readme_commands() -> set[str]:
-    text = (ROOT / 'README.md').read_text()
+    text = (REPO / 'README.md').read_text()
     return set(re.findall(r'^(make \w+)', text, re.MULTILINE))
 
 
 def test_readme_commands_are_what_ci_and_make_run():
     commands = _readme_commands()
     assert {'make demo', 'make test'} <= commands
-    ci = (ROOT / '.ci' / 'run').read_text()
+    ci = (REPO / '.ci' / 'run').read_text()
     assert re.search(r'^make test$', ci, re.MULTILINE), '.ci/run must call the README test command'
-    targets = set(re.findall(r'^([a-z][\w-]*):', (ROOT / 'Makefile').read_text(), re.MULTILINE))
+    targets = set(re.findall(r'^([a-z][\w-]*):', (REPO / 'Makefile').read_text(), re.MULTILINE))
     for command in commands:
         assert command.split()[1] in targets, f'README names `{command}`, Makefile lacks it'
 
