@@ -13,9 +13,13 @@ BENCH_ARGS ?=
 # The ROS packages of this repository, one folder each (colcon's layout).
 PKG := clip_perception
 
-VISION_MSGS_SRC := $(wildcard ros_deps/vision_msgs/msg/*.msg) \
+VISION_MSGS_SRC := $(wildcard ros_deps/vision_msgs/msg/*.msg) ros_deps/ros_wheels.cmake \
 	ros_deps/vision_msgs/CMakeLists.txt ros_deps/vision_msgs/package.xml \
 	ros_deps/vision_msgs/pyproject.toml
+INTERFACES := clip_perception_interfaces
+INTERFACES_SRC := $(wildcard $(INTERFACES)/msg/*.msg $(INTERFACES)/srv/*.srv) \
+	ros_deps/ros_wheels.cmake $(INTERFACES)/CMakeLists.txt $(INTERFACES)/package.xml \
+	$(INTERFACES)/pyproject.toml
 
 .PHONY: setup test test-fast lint demo eval eval-localizers bench train-demo-model \
 	train-owl-demo-model clean-venv
@@ -32,20 +36,35 @@ $(STAMPS)/requirements: requirements/ros.txt requirements/python.txt $(STAMPS)/v
 	$(PIP) install -q -r requirements/ros.txt -r requirements/python.txt
 	touch $@
 
-# vision_msgs: the real package when one is importable (a ROS install),
-# otherwise the wire-compatible copy in ros_deps/ built with the wheels' rosidl.
-$(STAMPS)/vision_msgs: $(VISION_MSGS_SRC) $(STAMPS)/requirements
-	@if $(PIP) show -q ros-vision-msgs-compat >/dev/null 2>&1 \
-	    || ! $(PY) -c "import vision_msgs.msg" >/dev/null 2>&1; then \
-	  echo "building ros_deps/vision_msgs into $(VENV)"; \
+# An interface package built with the wheels' rosidl into $(VENV) (scikit-build-core,
+# pyproject.toml) unless a ROS install already provides it:
+#   $(call interface_package,FOLDER,PIP_DISTRIBUTION,PYTHON_IMPORT,PIP_OPTIONS)
+# (PYTHON_IMPORT imports a generated type: the source folder itself imports as a
+# namespace package from here.)
+define interface_package
+	@if $(PIP) show -q $(2) >/dev/null 2>&1 \
+	    || ! $(PY) -c "$(strip $(3))" >/dev/null 2>&1; then \
+	  echo "building $(1) into $(VENV)"; \
 	  $(PIP) install -q --no-build-isolation \
-	    -C build-dir=$(abspath $(VENV))/build/vision_msgs ./ros_deps/vision_msgs; \
+	    -C build-dir=$(abspath $(VENV))/build/$(notdir $(1)) $(4) ./$(1); \
 	else \
-	  echo "vision_msgs is already installed: using it"; \
+	  echo "$(notdir $(1)) is already installed: using it"; \
 	fi
 	touch $@
+endef
 
-$(STAMPS)/package: $(PKG)/setup.py $(PKG)/setup.cfg $(STAMPS)/vision_msgs
+# vision_msgs: the real package when one is importable (a ROS install),
+# otherwise the wire-compatible copy in ros_deps/.
+$(STAMPS)/vision_msgs: $(VISION_MSGS_SRC) $(STAMPS)/requirements
+	$(call interface_package,ros_deps/vision_msgs,ros-vision-msgs-compat,\
+	    from vision_msgs.msg import Detection2D)
+
+# This repository's services (a normal ament_cmake package for colcon).
+$(STAMPS)/interfaces: $(INTERFACES_SRC) $(STAMPS)/vision_msgs
+	$(call interface_package,$(INTERFACES),ros-clip-perception-interfaces,\
+	    from $(INTERFACES).srv import Detect,-C cmake.define.ROS_WHEELS_CMAKE=$(abspath ros_deps/ros_wheels.cmake))
+
+$(STAMPS)/package: $(PKG)/setup.py $(PKG)/setup.cfg $(STAMPS)/interfaces
 	$(PIP) install -q --no-deps --no-build-isolation -e ./$(PKG)
 	touch $@
 
@@ -145,10 +164,13 @@ train-owl-demo-model: setup
 	$(PY) -m clip_perception.train_owl --init $(DEMO_MODEL) --data $(OWL_DIR)/scenes \
 	    --out $(OWL_DEMO_MODEL) --image-size 160 --steps 3500 --batch-size 16 --seed 0
 
-# The node's overhead first, so the engine's speedup line comes last.
+# The node's overhead first, then the engine's speedup line.
+# Last, the memory's search (brute force vs faiss at 10k, 100k, 1M vectors; minutes:
+# faiss builds an HNSW graph over 1M vectors): the README's scale table.
 bench: setup
 	$(PY) bench/bench_node.py $(BENCH_ARGS)
 	$(PY) bench/bench_engine.py $(BENCH_ARGS)
+	$(PY) bench/bench_memory.py
 
 clean-venv:
 	rm -rf $(VENV)

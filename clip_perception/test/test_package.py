@@ -1,4 +1,5 @@
 """The ROS package itself: metadata, colcon install layout, README commands."""
+import os
 from pathlib import Path
 import re
 import subprocess
@@ -18,8 +19,60 @@ def test_package_xml_declares_the_runtime_dependencies():
     assert root.find('export/build_type').text == 'ament_python'
     depends = {e.text for e in root if e.tag in ('depend', 'exec_depend')}
     for required in ('rclpy', 'sensor_msgs', 'std_msgs', 'vision_msgs', 'diagnostic_msgs',
-                     'python3-numpy', 'python3-opencv'):
+                     'clip_perception_interfaces', 'python3-numpy', 'python3-opencv'):
         assert required in depends, required
+
+
+def test_colcon_finds_one_package_per_folder_of_the_repository(tmp_path):
+    """A clone in a workspace's src/: both packages, ros_deps/ and .venv ignored."""
+    result = subprocess.run(
+        [sys.executable, '-m', 'colcon', '--log-base', str(tmp_path / 'log'), 'list',
+         '--base-paths', str(REPO)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    found = {tuple(line.split('\t')[::2]) for line in result.stdout.splitlines()}
+    assert found == {('clip_perception', '(ros.ament_python)'),
+                     ('clip_perception_interfaces', '(ros.ament_cmake)')}
+
+
+def test_the_interface_package_is_a_rosidl_package_that_make_setup_built():
+    interfaces = REPO / 'clip_perception_interfaces'
+    root = ET.parse(interfaces / 'package.xml').getroot()
+    assert root.get('format') == '3'
+    assert root.find('export/build_type').text == 'ament_cmake'
+    assert root.findtext('member_of_group') == 'rosidl_interface_packages'
+    assert 'rosidl_default_generators' in {e.text for e in root.iter('buildtool_depend')}
+    assert {'vision_msgs', 'sensor_msgs'} <= {e.text for e in root.iter('depend')}
+    cmake = (interfaces / 'CMakeLists.txt').read_text()
+    for name in ('msg/Match.msg', 'srv/Detect.srv', 'srv/Find.srv'):
+        assert (interfaces / name).is_file() and name in cmake
+    # What `make setup` built into the environment (or a ROS install provides): the
+    # generated types, not the source folder (which imports as a namespace package).
+    from clip_perception_interfaces.srv import Detect, Find
+    assert Path(sys.modules[Detect.__module__].__file__).resolve().parents[2] != REPO
+    assert Detect.Response().detections.__class__.__name__ == 'Detection2DArray'
+    assert Find.Request().start.__class__.__module__.startswith('builtin_interfaces')
+
+
+@pytest.mark.slow
+def test_colcon_builds_the_interface_package(tmp_path):
+    """`colcon build` of the ament_cmake package (here against the ROS 2 wheels)."""
+    cmake_args = []
+    if 'ROS_DISTRO' not in os.environ:  # no sourced ROS install: the wheels' workarounds
+        cmake_args = ['--cmake-args', f'-DROS_WHEELS_CMAKE={REPO}/ros_deps/ros_wheels.cmake',
+                      f'-DPython3_EXECUTABLE={sys.executable}']
+    result = subprocess.run(
+        [sys.executable, '-m', 'colcon', '--log-base', str(tmp_path / 'log'), 'build',
+         '--base-paths', str(REPO), '--packages-select', 'clip_perception_interfaces',
+         '--build-base', str(tmp_path / 'build'), '--install-base', str(tmp_path / 'install'),
+         *cmake_args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    prefix = tmp_path / 'install' / 'clip_perception_interfaces'
+    for path in ('share/clip_perception_interfaces/srv/Detect.srv',
+                 'share/clip_perception_interfaces/srv/Find.srv',
+                 'share/ament_index/resource_index/packages/clip_perception_interfaces'):
+        assert (prefix / path).is_file(), path
+    assert list(prefix.glob('lib/python3*/site-packages/clip_perception_interfaces/srv/'
+                            '_detect.py'))
 
 
 @pytest.mark.slow
