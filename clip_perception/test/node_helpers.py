@@ -1,10 +1,14 @@
 """Building blocks for node tests: images as messages, a node with the colour encoder."""
 from clip_perception.ros.node import ClipPerceptionNode
+from clip_perception.ros.parameters import read_parameters_file
+from clip_perception.ros.rosbag_io import read_messages
+from clip_perception.tools.assets import DEMO_BAG, DEMO_PARAMS
 from colour_encoder import ColourEncoder
 import numpy as np
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 COLOUR_PARAMETERS = {
@@ -45,3 +49,28 @@ def start_colour_node(ros, encoder=None, **overrides):
     ros.add_node(node)
     assert node.start(), 'the node did not configure and activate'
     return node
+
+
+def replay_demo_bag(ros, **overrides):
+    """
+    Start the node with config/demo.yaml (and `overrides`), replay the demo bag into it.
+
+    Each frame is sent once the previous one is answered. Return the node, the
+    player node and the Detection2DArray messages received, one per frame.
+    """
+    values = {**read_parameters_file(DEMO_PARAMS), 'image_reliability': 'reliable',
+              **overrides}
+    node = ClipPerceptionNode(context=ros.context, parameter_overrides=[
+        Parameter(name, value=value) for name, value in values.items()])
+    ros.add_node(node)
+    assert node.start()
+    player = ros.node('demo_bag_player')
+    pub = player.create_publisher(Image, '/image', RELIABLE)
+    received = []
+    player.create_subscription(Detection2DArray, '/detections', received.append, RELIABLE)
+    assert ros.wait_for_subscribers(pub)
+    assert ros.spin_until(lambda: node.detections_pub.get_subscription_count() > 0)
+    for index, (_, _, _, data) in enumerate(read_messages(DEMO_BAG)):
+        pub.publish(data)  # the recorded CDR, as `ros2 bag play` sends it
+        assert ros.spin_until(lambda: len(received) > index, 60), f'frame {index} unanswered'
+    return node, player, received

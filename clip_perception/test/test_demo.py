@@ -12,16 +12,10 @@ import json
 import subprocess
 import sys
 
-from clip_perception.ros.node import ClipPerceptionNode
-from clip_perception.ros.parameters import read_parameters_file
-from clip_perception.ros.rosbag_io import read_messages
-from clip_perception.tools.assets import DEMO_BAG, DEMO_PARAMS
+from clip_perception.tools.assets import DEMO_BAG
 from clip_perception.tools.demo import planted_outcome, truth_path
+from node_helpers import replay_demo_bag
 import pytest
-from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
-from vision_msgs.msg import Detection2DArray
 
 # Nodes over DDS, processes: the slow tier (make test runs it, make test-fast does not).
 pytestmark = pytest.mark.slow
@@ -29,29 +23,14 @@ pytestmark = pytest.mark.slow
 pytest.importorskip('rosbags', reason='rosbags is not installed (pip install rosbags)')
 
 FOUND_AT_LEAST = 0.8
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 @pytest.mark.timeout(300)
 def test_demo_model_finds_the_planted_tools_in_the_bundled_bag(ros):
-    values = read_parameters_file(DEMO_PARAMS)
     # the model as a ROS user names an installed package's file
-    values.update(model='package://clip_perception/models/workbench_demo',
-                  image_reliability='reliable')
-    node = ClipPerceptionNode(context=ros.context, parameter_overrides=[
-        Parameter(name, value=value) for name, value in values.items()])
-    ros.add_node(node)
-    assert node.start()
-    player = ros.node('demo_bag_player')
-    pub = player.create_publisher(Image, '/image', RELIABLE)
-    received = []
-    player.create_subscription(Detection2DArray, '/detections', received.append, RELIABLE)
-    assert ros.wait_for_subscribers(pub)
-    assert ros.spin_until(lambda: node.detections_pub.get_subscription_count() > 0)
+    _, _, received = replay_demo_bag(
+        ros, model='package://clip_perception/models/workbench_demo')
     truth = json.loads(truth_path(DEMO_BAG).read_text())
-    for index, (_, _, _, data) in enumerate(read_messages(DEMO_BAG)):
-        pub.publish(data)
-        assert ros.spin_until(lambda: len(received) > index, 60), f'frame {index} unanswered'
     assert len(received) == len(truth) >= 8
     totals = collections.Counter()
     for frame, out in zip(truth, received):

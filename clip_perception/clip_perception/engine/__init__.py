@@ -17,6 +17,8 @@ The pipeline, one module per step::
     scoring        window embeddings against class embeddings
     boxes          detections and box geometry, NMS
     detector       the whole pipeline, several frames in one pass
+    memory         recent frames' regions and embeddings, searched by text
+    vector_index   nearest embeddings: brute force or faiss
 
 The localizer (DetectorSettings.localizer) chooses how boxes are made: sliding
 windows (the default), or the heatmaps of one whole-frame pass (dense patch

@@ -24,6 +24,7 @@ from clip_perception.engine.boxes import Detection
 from clip_perception.engine.encoder import ImageTextEncoder
 from clip_perception.engine.heatmaps.maps import (dense_detections, gradcam_detections,
                                                   HEATMAP_LOCALIZERS, map_input_size)
+from clip_perception.engine.memory import Regions
 from clip_perception.engine.owl import owl_detections
 from clip_perception.engine.preprocess import (classification_input, frame_to_device,
                                                Normalizer, resize_bicubic)
@@ -51,11 +52,24 @@ CLASSIFICATIONS = ('windows', 'whole_image')
 # embeddings against the labels, 'gradcam' — Grad-CAM of the whole frame's label scores.
 # 'owlvit' — the boxes and scores of an OWL-ViT / OWLv2 detection model (owl.py).
 LOCALIZERS = ('windows',) + HEATMAP_LOCALIZERS + ('owlvit',)
+# Localizers whose pass embeds regions of the frame in CLIP's joint space (windows; dense's
+# patch cells): what a memory of frames can search by text (FrameResult.regions).
+REGION_LOCALIZERS = ('windows', 'dense')
 
 
 def _bgr_flags(bgr: bool | Sequence[bool], count: int) -> list[bool]:
     """Return one BGR flag per frame: `bgr` for all, or its per-frame flags."""
     return [bgr] * count if isinstance(bgr, bool) else list(bgr)
+
+
+def patch_regions(patches: torch.Tensor, height: int, width: int) -> Regions:
+    """[rows, cols, D] patch embeddings over a height×width frame -> their cells as Regions."""
+    rows, cols = patches.shape[:2]
+    xs, ys = np.linspace(0.0, width, cols + 1), np.linspace(0.0, height, rows + 1)
+    x0, y0 = np.meshgrid(xs[:-1], ys[:-1])
+    x1, y1 = np.meshgrid(xs[1:], ys[1:])
+    boxes = np.stack([x0, y0, x1, y1], axis=-1).reshape(-1, 4)
+    return Regions(boxes, patches.reshape(rows * cols, -1).float().cpu())
 
 
 class InferenceCancelled(RuntimeError):
@@ -132,7 +146,9 @@ class FrameResult:
     detections: best first. num_windows: encoder inputs of the frame (the whole-frame
     pass included). heatmaps: with a heatmap localizer, its maps [L, rows, cols] in 0..1
     over the whole frame (Grad-CAM maps scaled to their peak), one per label of
-    `heatmap_labels` (the labels this frame was detected with).
+    `heatmap_labels` (the labels this frame was detected with). regions: when asked
+    for (detect_batch's keep_regions, REGION_LOCALIZERS), the frame's windows or patch
+    cells with their embeddings, for a memory of frames.
     """
 
     classification: list[tuple[str, float]]
@@ -140,6 +156,7 @@ class FrameResult:
     num_windows: int
     heatmaps: np.ndarray | None = None
     heatmap_labels: tuple[str, ...] = ()
+    regions: Regions | None = None
 
 
 class ScoredWindows(NamedTuple):
@@ -208,21 +225,24 @@ class ZeroShotDetector:
         """One H×W×3 uint8 frame (RGB, or BGR with `bgr`)."""
         return self.detect_batch([frame], bgr=bgr)[0]
 
-    def detect_batch(self, frames: Sequence[np.ndarray],
-                     bgr: bool | Sequence[bool] = False) -> list[FrameResult]:
+    def detect_batch(self, frames: Sequence[np.ndarray], bgr: bool | Sequence[bool] = False,
+                     keep_regions: bool | Sequence[bool] = False) -> list[FrameResult]:
         """
         Several frames, possibly of different sizes, in one batched encoder pass.
 
-        `bgr`: one flag for all frames or one per frame.
+        `bgr`: one flag for all frames or one per frame. `keep_regions` (likewise): the
+        frame's result carries its regions and their embeddings (moved to the CPU), with
+        a localizer of REGION_LOCALIZERS.
         """
         s = self.settings
+        keep = _bgr_flags(keep_regions, len(frames))
         if s.localizer in HEATMAP_LOCALIZERS:
-            return self._detect_by_heatmaps(frames, bgr)
+            return self._detect_by_heatmaps(frames, bgr, keep)
         if s.localizer == 'owlvit':
             return self._detect_by_owl(frames, bgr)
         labels = self.class_embeddings().labels
         results = []
-        for scored in self.score_windows(frames, bgr):
+        for scored, kept in zip(self.score_windows(frames, bgr), keep):
             image_scores = scored.whole_image
             if s.classification == 'windows':
                 image_scores = label_evidence(scored.boxes, scored.logits, len(labels))
@@ -230,13 +250,40 @@ class ZeroShotDetector:
             detections = select_detections(scored.boxes, scored.logits, labels,
                                            s.score_threshold, s.nms_iou, s.max_detections,
                                            s.box_refinement)
+            regions = Regions(scored.boxes, scored.embeddings.float().cpu()) if kept else None
             results.append(FrameResult(
                 [(labels[i], float(image_scores[i])) for i in order], detections,
-                len(scored.windows)))
+                len(scored.windows), regions=regions))
         return results
 
-    def _detect_by_heatmaps(self, frames: Sequence[np.ndarray],
-                            bgr: bool | Sequence[bool]) -> list[FrameResult]:
+    def detect_query(self, frames: Sequence[np.ndarray], bgr: bool | Sequence[bool] = False,
+                     **changes) -> list[FrameResult]:
+        """
+        Detect with settings changed for this call only (labels, score_threshold, …).
+
+        The detector's own settings stay as they are; the query's prompts are encoded
+        once and kept in the text cache (an LRU) for the next such query. Call it from
+        the thread that calls detect_batch. ValueError for invalid changes.
+        """
+        query = replace(self.settings, **changes)
+        self._check_encoder(query)
+        streaming, self.settings = self.settings, query
+        try:
+            return self.detect_batch(frames, bgr)
+        finally:
+            self.settings = streaming
+
+    def query_embeddings(self, label: str) -> ClassEmbeddings:
+        """
+        Embed the text side of a memory search: `label`'s prompt ensemble, then the background.
+
+        Embedded like a label (the settings' templates), cached like one.
+        """
+        s = self.settings
+        return self._text_cache.get((label,), s.prompt_templates, s.background_prompts)
+
+    def _detect_by_heatmaps(self, frames: Sequence[np.ndarray], bgr: bool | Sequence[bool],
+                            keep: Sequence[bool]) -> list[FrameResult]:
         """Detect with the heatmap localizer: frames of one size share an encoder pass."""
         s, encoder = self.settings, self.encoder
         classes = self.class_embeddings()
@@ -277,12 +324,15 @@ class ZeroShotDetector:
                         maps[row], evidence[row], classes.labels, height, width, patch,
                         s.score_threshold, s.heatmap_threshold, s.nms_iou, s.max_detections)
                 scores = evidence[row]
+                regions = None
+                if keep[index] and s.localizer == 'dense':
+                    regions = patch_regions(patches[row], height, width)
                 if s.classification == 'whole_image':
                     scores = self._whole_image_scores(frames[index], flags[index])
                 order = np.argsort(-scores, kind='stable')
                 results[index] = FrameResult(
                     [(classes.labels[i], float(scores[i])) for i in order], detections, 1,
-                    maps[row], classes.labels)
+                    maps[row], classes.labels, regions)
         return results
 
     def _detect_by_owl(self, frames: Sequence[np.ndarray],

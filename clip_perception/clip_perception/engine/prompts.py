@@ -6,6 +6,7 @@ renormalized (prompt ensembling, as in CLIP's zero-shot evaluation). Background
 prompts are whole sentences, one class each, that compete with the labels so
 an empty window is not forced onto a label.
 """
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -84,21 +85,29 @@ def ensemble(template_embeddings: torch.Tensor) -> torch.Tensor:
 
 
 class LabelEmbeddingCache:
-    """Encodes prompts once per (labels, templates, background prompts)."""
+    """
+    Encodes prompts once per (labels, templates, background prompts).
 
-    def __init__(self, encode_texts: Callable[[list[str]], torch.Tensor]):
+    Keeps the `capacity` most recently used prompt sets (an LRU): the streaming
+    labels, used every frame, stay while on-demand queries come and go.
+    """
+
+    def __init__(self, encode_texts: Callable[[list[str]], torch.Tensor], capacity: int = 8):
         self._encode_texts = encode_texts
-        self._key = None
-        self._value = None
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple, ClassEmbeddings] = OrderedDict()
 
     def get(self, labels: Sequence[str], templates: Sequence[str],
             background_prompts: Sequence[str]) -> ClassEmbeddings:
         key = (tuple(labels), tuple(templates), tuple(background_prompts))
-        if key != self._key:
-            validate_prompts(*key)
-            self._value = self._build(*key)
-            self._key = key
-        return self._value
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        validate_prompts(*key)
+        value = self._entries[key] = self._build(*key)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+        return value
 
     def _build(self, labels, templates, background_prompts) -> ClassEmbeddings:
         prompts = [template.replace('{}', label) for label in labels for template in templates]

@@ -5,6 +5,8 @@ Conventions: class_id is the label text, score is always set, boxes are
 center/size in pixels of the input image, headers are the input's header.
 """
 from clip_perception.engine.boxes import Detection
+from clip_perception.engine.memory import Match as MemoryMatch, NS_PER_SEC
+from clip_perception_interfaces.msg import Match
 import cv2
 import numpy as np
 from sensor_msgs.msg import Image
@@ -29,6 +31,17 @@ def detection_array(header, detections: list[Detection],
         msg.bbox.size_x = w / scale[0]
         msg.bbox.size_y = h / scale[1]
         out.detections.append(msg)
+    return out
+
+
+def match(found: MemoryMatch) -> Match:
+    """Turn a memory match into the Find service's Match (header: the stored frame's)."""
+    out = Match(camera=found.frame.camera, score=float(found.score))
+    out.header.stamp.sec, out.header.stamp.nanosec = divmod(found.frame.stamp_ns, NS_PER_SEC)
+    out.header.frame_id = found.frame.frame_id
+    x0, y0, x1, y1 = found.box
+    out.bbox.center.position.x, out.bbox.center.position.y = (x0 + x1) / 2, (y0 + y1) / 2
+    out.bbox.size_x, out.bbox.size_y = x1 - x0, y1 - y0
     return out
 
 

@@ -20,8 +20,19 @@ pass on the GPU); inference never works through a backlog, and each replaced
 message is counted as dropped. Parameter changes are checked when they are set
 and reach the detector before its next frame, without waiting for the frame in
 progress. A stop waits a moment for the frame in progress, then leaves it.
+
+Planner services: `~/detect` (the caller's labels on a given image or a camera's
+latest frame) and `~/find` (the frames in the memory that best match a text).
+Their callbacks are coroutines (in a reentrant callback group of their own):
+each hands its work to the inference thread, the model's only user, and awaits
+the answer, so no executor thread waits and frames keep arriving meanwhile.
+The inference thread answers queries before its next frame, then wakes the
+executor (a guard condition); it never waits for the executor, so nothing can
+deadlock, and a query unanswered after QUERY_WAIT_SEC fails with a message.
+The memory of frames is filled by the inference thread from the frames it
+processes (parameters memory*).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import functools
 import os
 import signal
@@ -29,7 +40,9 @@ import sys
 import threading
 import time
 
-from clip_perception.engine.detector import InferenceCancelled, ZeroShotDetector
+from clip_perception.engine.detector import (InferenceCancelled, REGION_LOCALIZERS,
+                                             ZeroShotDetector)
+from clip_perception.engine.memory import FrameMemory, NS_PER_SEC, query_label, StoredFrame
 from clip_perception.engine.model_loading import load_encoder, ModelLoadError
 from clip_perception.ros import messages
 from clip_perception.ros.diagnostics import LatencyWindow, RateMeter
@@ -38,11 +51,13 @@ from clip_perception.ros.image_conversion import (fit_to_pixel_budget, Frame,
                                                   ImageError)
 from clip_perception.ros.package_files import resolve_model
 from clip_perception.ros.parameters import (check_choices, DETECTOR_PARAMETERS,
-                                            detector_settings, PARAMETERS)
+                                            detector_settings, memory_settings, PARAMETERS)
+from clip_perception_interfaces.srv import Detect, Find
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
 import rclpy
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -67,6 +82,9 @@ COUNTERS = ('received', 'processed', 'dropped', 'rejected', 'paused', 'failed')
 _LOG_EVERY_SEC = 5.0
 # A stop waits this long for the frame in progress; after that the frame is abandoned.
 STOP_WAIT_SEC = 2.0
+# A service waits this long for the inference thread's answer (a frame in progress first).
+QUERY_WAIT_SEC = 30.0
+MAX_TOP_K = 100
 
 
 def _descriptor(spec) -> ParameterDescriptor:
@@ -112,6 +130,31 @@ class ParkedImage:
     received: float  # time.monotonic() when it arrived
 
 
+class _ExecutorTurn:
+    """Awaited in a service coroutine: the executor runs other work, then resumes it."""
+
+    def __await__(self):
+        yield
+
+
+class QueryError(Exception):
+    """A service request that cannot be served; the message is the response's."""
+
+
+@dataclass
+class Query:
+    """Work a service hands to the inference thread; `done` is set once it ran."""
+
+    run: object  # () -> the result, raises QueryError
+    done: threading.Event = field(default_factory=threading.Event)
+    result: object = None
+    error: Exception | None = None
+
+    def fail(self, error: Exception) -> None:
+        self.error = error
+        self.done.set()
+
+
 class ClipPerceptionNode(LifecycleNode):
 
     def __init__(self, encoder=None, **node_options):
@@ -130,6 +173,9 @@ class ClipPerceptionNode(LifecycleNode):
         self._inputs = []
         self._publishers_out = []
         self._pending: dict[str, ParkedImage] = {}
+        self._latest: dict[str, ParkedImage] = {}  # per camera, for ~/detect
+        self._queries: list[Query] = []
+        self.memory = FrameMemory()
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._worker = None
@@ -146,6 +192,14 @@ class ClipPerceptionNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.create_service(SetBool, '~/enable', self._on_enable)
+        # Coroutines in a group of their own: one pending in the default (mutually
+        # exclusive) group would hold back the subscriptions until it ends.
+        planner = ReentrantCallbackGroup()
+        self.create_service(Detect, '~/detect', self._on_detect, callback_group=planner)
+        self.create_service(Find, '~/find', self._on_find, callback_group=planner)
+        # Triggered by the inference thread when it answered: the executor wakes and
+        # resumes the waiting service coroutines.
+        self._answered = self.create_guard_condition(lambda: None, callback_group=planner)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(1.0, self._publish_diagnostics)
 
@@ -241,6 +295,12 @@ class ClipPerceptionNode(LifecycleNode):
         self._inputs.clear()
         with self._wake:
             self._pending.clear()
+            self._latest.clear()
+            queries, self._queries = self._queries, []
+        for query in queries:
+            query.fail(QueryError('the node was deactivated'))
+        if queries:  # wake the executor to resume their coroutines
+            self._answered.trigger()
         if self.detector is not None and self._given_encoder is None:
             self.detector.encoder.release()  # and the CUDA cache with it
         self.detector = None
@@ -282,6 +342,9 @@ class ClipPerceptionNode(LifecycleNode):
         self._enabled = self._value('enabled')
         self._publish_debug = self._value('publish_debug_image')
         self._max_image_pixels = self._value('max_image_pixels')
+        self._memory_on = self._value('memory')
+        self.memory.settings = memory_settings(
+            self._values(('memory_frames', 'memory_period', 'memory_max_age')))
 
     def _validate_parameters(self, parameters) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters}
@@ -355,23 +418,31 @@ class ClipPerceptionNode(LifecycleNode):
         if not self._enabled:
             self.counters['paused'] += 1
             return
+        parked = ParkedImage(topic, msg, received)
         with self._wake:
             if topic in self._pending:
                 self.counters['dropped'] += 1
-            self._pending[topic] = ParkedImage(topic, msg, received)
+            self._pending[topic] = self._latest[topic] = parked
             self._wake.notify()
+
+    def _frame_of(self, msg) -> tuple[Frame, Frame]:
+        """
+        Convert an image message for the detector: (as decoded, as the detector gets it).
+
+        ImageError or ValueError (a frame asking for more than max_windows) say why not.
+        """
+        if isinstance(msg, CompressedImage):
+            converted = frame_from_compressed(msg.format, msg.data, self._max_image_pixels)
+        else:
+            converted = frame_from_raw(msg.height, msg.width, msg.encoding, msg.step, msg.data)
+        frame = fit_to_pixel_budget(converted, self._max_image_pixels)
+        self.detector.settings.check_frame(*frame.pixels.shape[:2])
+        return converted, frame
 
     def _convert(self, parked: ParkedImage) -> Frame | None:
         """Convert a parked message into a frame for the detector; None when it is rejected."""
-        msg = parked.msg
         try:
-            if isinstance(msg, CompressedImage):
-                converted = frame_from_compressed(msg.format, msg.data, self._max_image_pixels)
-            else:
-                converted = frame_from_raw(msg.height, msg.width, msg.encoding, msg.step,
-                                           msg.data)
-            frame = fit_to_pixel_budget(converted, self._max_image_pixels)
-            self.detector.settings.check_frame(*frame.pixels.shape[:2])
+            converted, frame = self._frame_of(parked.msg)
         except (ImageError, ValueError) as error:
             self.counters['rejected'] += 1
             kind = getattr(error, 'kind', 'windows')  # an ImageError's, or check_frame's
@@ -398,41 +469,57 @@ class ClipPerceptionNode(LifecycleNode):
         try:
             while not stop.is_set():
                 with self._wake:
-                    self._wake.wait_for(lambda: self._pending or stop.is_set(), timeout=0.5)
+                    self._wake.wait_for(lambda: self._pending or self._queries or stop.is_set(),
+                                        timeout=0.5)
+                    queries, self._queries = self._queries, []
                     parked = list(self._pending.values())
                     self._pending.clear()
+                for query in queries:  # a planner waits for these: before the next frame
+                    self._answer(query)
                 if parked and not stop.is_set():
                     self._process(parked, stop)
         except InferenceCancelled:
             pass  # stopping
+        finally:
+            with self._wake:
+                queries, self._queries = self._queries, []
+            for query in queries:
+                query.fail(QueryError('the node is stopping'))
+            if queries:
+                self._answered.trigger()
 
     def _process(self, parked: list[ParkedImage], stop: threading.Event) -> None:
         self._take_new_settings()
         ready = [(p, frame) for p in parked if (frame := self._convert(p)) is not None]
         if not ready:
             return
+        remember = [self._memory_due(item) for item, _ in ready]
         started = time.monotonic()
-        results = self._detect([frame for _, frame in ready])
+        results = self._detect([frame for _, frame in ready], remember)
         self._engine_time.add(time.monotonic() - started)
         for (item, frame), result in zip(ready, results):
+            if result is not None and result.regions is not None:
+                self._remember(item, frame, result.regions)
             if result is not None and not self._publish(item, frame, result, stop):
                 return
 
-    def _detect(self, frames: list[Frame]) -> list:
+    def _detect(self, frames: list[Frame], remember: list[bool]) -> list:
         """
         Detect in each frame: its FrameResult, or None when inference failed for it.
 
-        Failures are counted and logged. A batch that fails is retried one frame at a
-        time, so one camera's bad frame does not cost the others theirs.
+        `remember`: per frame, keep its regions for the memory. Failures are counted
+        and logged. A batch that fails is retried one frame at a time, so one camera's
+        bad frame does not cost the others theirs.
         """
         try:
             return self.detector.detect_batch([f.pixels for f in frames],
-                                              bgr=[f.bgr for f in frames])
+                                              bgr=[f.bgr for f in frames], keep_regions=remember)
         except InferenceCancelled:
             raise
         except Exception as error:  # keep running: log, count, next frame
             if len(frames) > 1:
-                return [self._detect([frame])[0] for frame in frames]
+                return [self._detect([frame], [keep])[0]
+                        for frame, keep in zip(frames, remember)]
             self.counters['failed'] += 1
             self._log_throttled(('failed', type(error).__name__), 'error',
                                 f'inference failed: {type(error).__name__}: {error}')
@@ -465,6 +552,139 @@ class ClipPerceptionNode(LifecycleNode):
         self._output_rate.tick()
         self.counters['processed'] += 1
         return True
+
+    # --- memory and planner services -------------------------------------------------
+    def _memory_due(self, parked: ParkedImage) -> bool:
+        stamp = parked.msg.header.stamp
+        return (self._memory_on and self.detector.settings.localizer in REGION_LOCALIZERS
+                and self.memory.due(parked.topic, stamp.sec * NS_PER_SEC + stamp.nanosec))
+
+    def _remember(self, parked: ParkedImage, frame: Frame, regions) -> None:
+        header = parked.msg.header
+        self.memory.add(StoredFrame(parked.topic, header.stamp.sec * NS_PER_SEC +
+                                    header.stamp.nanosec, header.frame_id,
+                                    regions.scaled(frame.scale)))
+
+    async def _ask_inference_thread(self, run):
+        """Run `run` on the inference thread and return its result; QueryError says why not."""
+        query = Query(run)
+        with self._wake:
+            if self.detector is None or self._worker is None or self._stop.is_set():
+                raise QueryError(f'the node is not active (state '
+                                 f'{self._state_machine.current_state[1]})')
+            self._queries.append(query)
+            self._wake.notify()
+        deadline = time.monotonic() + QUERY_WAIT_SEC
+        while not query.done.is_set():
+            if time.monotonic() >= deadline:
+                with self._wake:
+                    if query in self._queries:
+                        self._queries.remove(query)
+                raise QueryError(f'no answer from the inference thread within '
+                                 f'{QUERY_WAIT_SEC:.0f} s')
+            await _ExecutorTurn()
+        if query.error is not None:
+            raise query.error
+        return query.result
+
+    def _answer(self, query: Query) -> None:
+        try:
+            query.result = query.run()
+        except InferenceCancelled:
+            query.fail(QueryError('the node is stopping'))
+            raise
+        except QueryError as error:
+            query.error = error
+        except (ImageError, ValueError) as error:  # bad image, invalid labels
+            query.error = QueryError(str(error))
+        except Exception as error:  # the node keeps running; the caller learns why
+            query.error = QueryError(f'failed: {type(error).__name__}: {error}')
+        query.done.set()
+        self._answered.trigger()
+
+    async def _on_detect(self, request, response):
+        try:
+            labels = tuple(request.labels)
+            threshold = float(request.score_threshold)
+            if not 0.0 <= threshold <= 1.0:  # NaN too
+                raise QueryError(f"score_threshold must lie in (0, 1] (0: the node's), "
+                                 f'got {threshold}')
+            changes = {'labels': labels, **({'score_threshold': threshold} if threshold else {})}
+            header, frame, result = await self._ask_inference_thread(
+                lambda: self._detect_on_request(request, changes))
+        except QueryError as error:
+            response.success, response.message = False, f'~/detect: {error}'
+            self.get_logger().warning(response.message)
+            return response
+        response.detections = messages.detection_array(header, result.detections, frame.scale)
+        response.classification = messages.classification(header, result.classification)
+        response.success = True
+        response.message = f'{len(result.detections)} detections'
+        return response
+
+    def _detect_on_request(self, request, changes: dict):
+        """On the inference thread: (header, frame, FrameResult) of a ~/detect request."""
+        if request.image.data:
+            msg = request.image
+        else:
+            msg = self._latest_frame(request.camera)
+        _, frame = self._frame_of(msg)
+        result = self.detector.detect_query([frame.pixels], bgr=frame.bgr, **changes)[0]
+        return msg.header, frame, result
+
+    def _latest_frame(self, camera: str):
+        """Return the latest message of `camera` (any input when empty); QueryError if none."""
+        with self._wake:
+            latest = dict(self._latest)
+        if camera:
+            named = {topic: topic for topic in self.input_topics}
+            named.update(zip(self._value('image_topics'), self.input_topics))
+            topic = named.get(camera) or named.get(self.resolve_topic_name(camera)
+                                                   if camera.startswith('/') else '')
+            if topic is None:
+                raise QueryError(f'camera {camera!r} is not one of the input topics '
+                                 f'{self.input_topics}')
+            if topic not in latest:
+                raise QueryError(f'no frame has arrived on {topic} yet')
+            return latest[topic].msg
+        if not latest:
+            raise QueryError('no frame has arrived yet (and the request has no image)')
+        return max(latest.values(), key=lambda parked: parked.received).msg
+
+    async def _on_find(self, request, response):
+        try:
+            query, top_k = request.query.strip(), request.top_k
+            if not query:
+                raise QueryError('query must not be blank')
+            if not 1 <= top_k <= MAX_TOP_K:
+                raise QueryError(f'top_k must lie in [1, {MAX_TOP_K}], got {top_k}')
+            window = [t.sec * NS_PER_SEC + t.nanosec for t in (request.start, request.end)]
+            if all(window) and window[0] > window[1]:
+                raise QueryError('start is after end')
+            found = await self._ask_inference_thread(
+                lambda: self._search(query, top_k, *window))
+        except QueryError as error:
+            response.success, response.message = False, f'~/find: {error}'
+            self.get_logger().warning(response.message)
+            return response
+        response.matches = [messages.match(found_match) for found_match in found]
+        response.success = True
+        response.message = f'{len(found)} matches among {len(self.memory)} stored frames'
+        return response
+
+    def _search(self, query: str, top_k: int, start_ns: int, end_ns: int):
+        """On the inference thread: the memory's best frames for `query`."""
+        localizer = self.detector.settings.localizer
+        if localizer not in REGION_LOCALIZERS:
+            raise QueryError(f'no memory with localizer {localizer} (it needs one of '
+                             f'{", ".join(REGION_LOCALIZERS)})')
+        if not self._memory_on:
+            raise QueryError('the memory is off (parameter memory)')
+        if not len(self.memory):
+            raise QueryError('no frame is stored yet')
+        classes = self.detector.query_embeddings(query_label(query))
+        return self.memory.search(classes.matrix, self.detector.encoder.logit_scale, top_k,
+                                  start_ns, end_ns)
 
     # --- outputs --------------------------------------------------------------------
     def _publish_label_info(self) -> None:

@@ -11,12 +11,14 @@ import array
 from dataclasses import dataclass
 
 from clip_perception.engine.detector import CLASSIFICATIONS, DetectorSettings, LOCALIZERS
+from clip_perception.engine.memory import MemorySettings
 from clip_perception.engine.model_loading import DEFAULT_MODEL, PRECISIONS
 from clip_perception.engine.prompts import validate_prompts
 from clip_perception.engine.sliding_windows.grid import WindowSpec
 from clip_perception.engine.sliding_windows.grouping import REFINEMENTS
 
 _DETECTOR = DetectorSettings()
+_MEMORY = MemorySettings()
 _WINDOWS = WindowSpec()
 # Window settings are checked on a frame of this size (height, width) when they are set.
 REFERENCE_FRAME = (480, 640)
@@ -118,6 +120,18 @@ PARAMETERS = (
     ParameterSpec('enabled', True, 'bool',
                   'Run inference; false pauses it and keeps the subscriptions '
                   '(also the ~/enable service)'),
+    ParameterSpec('memory', True, 'bool',
+                  "Keep recent frames' regions and embeddings for the ~/find service "
+                  '(localizers windows and dense)'),
+    ParameterSpec('memory_frames', _MEMORY.max_frames, 'integer',
+                  'Most frames the memory keeps (all cameras); the oldest are forgotten first',
+                  limits=(1, 100_000)),
+    ParameterSpec('memory_period', _MEMORY.period_sec, 'double',
+                  "Seconds (by the images' stamps) between two stored frames of one camera; "
+                  '0: every processed frame', limits=(0.0, 3600.0)),
+    ParameterSpec('memory_max_age', _MEMORY.max_age_sec, 'double',
+                  'Frames stamped this many seconds before the newest are forgotten; 0: only '
+                  'memory_frames limits', limits=(0.0, 1e7)),
 )
 
 BY_NAME = {spec.name: spec for spec in PARAMETERS}
@@ -130,6 +144,12 @@ _SETTINGS_FIELDS = ('labels', 'prompt_templates', 'background_prompts', 'score_t
 _WINDOW_FIELDS = {'window_scales': 'scales', 'window_aspect_ratios': 'aspect_ratios',
                   'window_overlap': 'overlap'}
 DETECTOR_PARAMETERS = _SETTINGS_FIELDS + tuple(_WINDOW_FIELDS)
+
+
+def memory_settings(values: dict) -> MemorySettings:
+    """Values of memory_frames, memory_period, memory_max_age -> MemorySettings."""
+    return MemorySettings(max_frames=values['memory_frames'], period_sec=values['memory_period'],
+                          max_age_sec=values['memory_max_age'])
 
 
 def check_choices(values: dict) -> None:
