@@ -485,3 +485,27 @@ def test_a_frame_left_running_at_deactivation_is_never_published_after_reactivat
     probe.wait_for(probe.detections, 1)
     ros.spin_until(lambda: len(probe.detections) > 1, 1.0)  # the old one would be right behind
     assert [d.header.frame_id for d in probe.detections] == ['fresh']
+
+
+def test_tracking_gives_stable_ids_new_ids_and_retires_them(ros, probe):
+    node = start_colour_node(ros, tracking=True, track_max_missed=1, score_threshold=0.6)
+    probe.wait_matched()
+
+    def frame(stamp, squares):
+        probe.send(image_message(colour_scene(squares=squares), 'bench', stamp))
+        probe.wait_for(probe.detections, stamp)
+        return {d.results[0].hypothesis.class_id: d.id for d in probe.detections[-1].detections}
+
+    first = frame(1, [('red', 10, 30, 50, 70)])
+    assert first['red']
+    for step in range(2, 6):  # the red square moves 8 px a frame: one track
+        ids = frame(step, [('red', 2 + 8 * step, 30, 42 + 8 * step, 70),
+                           *([('blue', 110, 60, 150, 100)] if step >= 4 else [])])
+        assert ids['red'] == first['red']
+    assert ids['blue'] not in ('', first['red'])
+    frame(6, [])  # gone for two frames: more than track_max_missed
+    frame(7, [])
+    back = frame(8, [('red', 42, 30, 82, 70)])
+    assert back['red'] not in (first['red'], ids['blue'])
+    assert node.set_parameters([Parameter('tracking', value=False)])[0].successful
+    assert frame(9, [('red', 42, 30, 82, 70)]) == {'red': ''}  # off: ids empty again

@@ -23,6 +23,7 @@ class Detection:
     label: str
     score: float
     box: tuple[float, float, float, float]
+    track_id: str = ''  # the object's identity across frames (tracking.Tracker); '' untracked
 
     @property
     def center_size(self) -> tuple[float, float, float, float]:

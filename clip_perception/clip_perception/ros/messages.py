@@ -20,7 +20,7 @@ def detection_array(header, detections: list[Detection],
     out = Detection2DArray(header=header)
     for found in detections:
         cx, cy, w, h = found.center_size
-        msg = Detection2D(header=header)
+        msg = Detection2D(header=header, id=found.track_id)
         hypothesis = ObjectHypothesisWithPose()
         hypothesis.hypothesis.class_id = found.label
         hypothesis.hypothesis.score = float(found.score)
@@ -64,7 +64,7 @@ def label_info(header, labels, threshold: float) -> LabelInfo:
 
 
 def debug_image(header, pixels: np.ndarray, bgr: bool, detections: Detection2DArray) -> Image:
-    """Draw each detection's box, label and score on the input (as rgb8)."""
+    """Draw each detection's box, label and score (and track id) on the input (as rgb8)."""
     canvas = np.ascontiguousarray(pixels[:, :, ::-1] if bgr else pixels)
     thickness = max(1, round(min(canvas.shape[:2]) / 240))
     for det in detections.detections:
@@ -72,6 +72,7 @@ def debug_image(header, pixels: np.ndarray, bgr: bool, detections: Detection2DAr
         colour = _label_colour(det.results[0].hypothesis.class_id)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thickness)
         text = f'{det.results[0].hypothesis.class_id} {det.results[0].hypothesis.score:.2f}'
+        text = f'#{det.id} {text}' if det.id else text
         cv2.putText(canvas, text, (x0 + 2, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.4 * thickness, colour, thickness, cv2.LINE_AA)
     msg = Image(header=header, height=canvas.shape[0], width=canvas.shape[1],

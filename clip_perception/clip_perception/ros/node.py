@@ -32,8 +32,9 @@ deadlock, and a query unanswered after QUERY_WAIT_SEC fails with a message.
 The memory of frames is filled by the inference thread from the frames it
 processes (parameters memory*).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import functools
+import itertools
 import os
 import signal
 import sys
@@ -44,14 +45,15 @@ from clip_perception.engine.detector import (InferenceCancelled, REGION_LOCALIZE
                                              ZeroShotDetector)
 from clip_perception.engine.memory import FrameMemory, NS_PER_SEC, query_label, StoredFrame
 from clip_perception.engine.model_loading import load_encoder, ModelLoadError
+from clip_perception.engine.tracking import Tracker
 from clip_perception.ros import messages
 from clip_perception.ros.diagnostics import LatencyWindow, RateMeter
 from clip_perception.ros.image_conversion import (fit_to_pixel_budget, Frame,
                                                   frame_from_compressed, frame_from_raw,
                                                   ImageError)
 from clip_perception.ros.package_files import resolve_model
-from clip_perception.ros.parameters import (check_choices, DETECTOR_PARAMETERS,
-                                            detector_settings, memory_settings, PARAMETERS)
+from clip_perception.ros.parameters import (check_choices, memory_settings, PARAMETERS,
+                                            STREAM_PARAMETERS, stream_settings)
 from clip_perception_interfaces.srv import Detect, Find
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -175,6 +177,9 @@ class ClipPerceptionNode(LifecycleNode):
         self._pending: dict[str, ParkedImage] = {}
         self._latest: dict[str, ParkedImage] = {}  # per camera, for ~/detect
         self._queries: list[Query] = []
+        self._tracking = None  # TrackerSettings while tracking is on
+        self._trackers: dict[str, Tracker] = {}  # per camera
+        self._track_ids = itertools.count(1)
         self.memory = FrameMemory()
         self._wake = threading.Condition()
         self._stop = threading.Event()
@@ -212,7 +217,7 @@ class ClipPerceptionNode(LifecycleNode):
     @_reported
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            detector_settings(self._values(DETECTOR_PARAMETERS))
+            stream_settings(self._values(STREAM_PARAMETERS))
             check_choices(self._values(('image_reliability', 'image_transport', 'precision')))
             self.input_topics = self._input_topic_names()
         except (ValueError, InvalidTopicNameException) as error:
@@ -235,7 +240,7 @@ class ClipPerceptionNode(LifecycleNode):
     @_reported
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            settings = detector_settings(self._values(DETECTOR_PARAMETERS))
+            settings, tracking = stream_settings(self._values(STREAM_PARAMETERS))
             encoder = self._given_encoder
             if encoder is None:
                 encoder = load_encoder(resolve_model(self._value('model')),
@@ -246,6 +251,8 @@ class ClipPerceptionNode(LifecycleNode):
             return self._cannot_start(error)
         with self._settings_lock:
             self._next_settings = None  # the detector was just built from the parameters
+        self._tracking = tracking
+        self._trackers.clear()  # ids go on counting: an id never names two objects
         self.model_name = getattr(encoder, 'name', '') or self._value('model')
         result = super().on_activate(state)  # the publishers first: frames may come at once
         # A new event per thread: a thread left running by an earlier stop keeps its own,
@@ -349,10 +356,10 @@ class ClipPerceptionNode(LifecycleNode):
     def _validate_parameters(self, parameters) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters}
         try:
-            if changes.keys() & set(DETECTOR_PARAMETERS):
-                values = self._values(DETECTOR_PARAMETERS)
-                values.update({k: v for k, v in changes.items() if k in DETECTOR_PARAMETERS})
-                detector_settings(values)
+            if changes.keys() & set(STREAM_PARAMETERS):
+                values = self._values(STREAM_PARAMETERS)
+                values.update({k: v for k, v in changes.items() if k in STREAM_PARAMETERS})
+                stream_settings(values)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         return SetParametersResult(successful=True)
@@ -360,9 +367,9 @@ class ClipPerceptionNode(LifecycleNode):
     def _apply_parameters(self, parameters) -> None:
         names = {p.name for p in parameters}
         self._read_runtime_switches()
-        if not names & set(DETECTOR_PARAMETERS):
+        if not names & set(STREAM_PARAMETERS):
             return
-        settings = detector_settings(self._values(DETECTOR_PARAMETERS))
+        settings = stream_settings(self._values(STREAM_PARAMETERS))
         with self._settings_lock:  # the inference thread takes it before its next frame
             self._next_settings = settings
         if {'labels', 'score_threshold'} & names and self.detector is not None:
@@ -375,6 +382,13 @@ class ClipPerceptionNode(LifecycleNode):
             settings, self._next_settings = self._next_settings, None
         if settings is None:
             return
+        settings, tracking = settings
+        if tracking != self._tracking:
+            self._tracking = tracking
+            if tracking is None:
+                self._trackers.clear()
+            for tracker in self._trackers.values():
+                tracker.settings = tracking
         current = self.detector.settings
         changed = {f: getattr(settings, f) for f in settings.__dataclass_fields__
                    if getattr(settings, f) != getattr(current, f)}
@@ -498,6 +512,9 @@ class ClipPerceptionNode(LifecycleNode):
         results = self._detect([frame for _, frame in ready], remember)
         self._engine_time.add(time.monotonic() - started)
         for (item, frame), result in zip(ready, results):
+            if result is not None and self._tracking is not None:
+                result = replace(result, detections=self._tracker(item.topic).update(
+                    result.detections))
             if result is not None and result.regions is not None:
                 self._remember(item, frame, result.regions)
             if result is not None and not self._publish(item, frame, result, stop):
@@ -552,6 +569,11 @@ class ClipPerceptionNode(LifecycleNode):
         self._output_rate.tick()
         self.counters['processed'] += 1
         return True
+
+    def _tracker(self, topic: str) -> Tracker:
+        if topic not in self._trackers:
+            self._trackers[topic] = Tracker(self._tracking, self._track_ids)
+        return self._trackers[topic]
 
     # --- memory and planner services -------------------------------------------------
     def _memory_due(self, parked: ParkedImage) -> bool:

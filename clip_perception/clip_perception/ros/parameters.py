@@ -8,7 +8,7 @@ This module has no ROS imports so the table can be read anywhere (the tools
 read parameter files with it).
 """
 import array
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from clip_perception.engine.detector import CLASSIFICATIONS, DetectorSettings, LOCALIZERS
 from clip_perception.engine.memory import MemorySettings
@@ -16,9 +16,11 @@ from clip_perception.engine.model_loading import DEFAULT_MODEL, PRECISIONS
 from clip_perception.engine.prompts import validate_prompts
 from clip_perception.engine.sliding_windows.grid import WindowSpec
 from clip_perception.engine.sliding_windows.grouping import REFINEMENTS
+from clip_perception.engine.tracking import TrackerSettings
 
 _DETECTOR = DetectorSettings()
 _MEMORY = MemorySettings()
+_TRACKER = TrackerSettings()
 _WINDOWS = WindowSpec()
 # Window settings are checked on a frame of this size (height, width) when they are set.
 REFERENCE_FRAME = (480, 640)
@@ -120,6 +122,19 @@ PARAMETERS = (
     ParameterSpec('enabled', True, 'bool',
                   'Run inference; false pauses it and keeps the subscriptions '
                   '(also the ~/enable service)'),
+    ParameterSpec('tracking', False, 'bool',
+                  'Give each detection a track id (Detection2D.id) that stays with its object '
+                  'across frames, per camera (ByteTrack-style, two association passes)'),
+    ParameterSpec('track_low_score', _TRACKER.low_score, 'double',
+                  'tracking: detections from this score up to score_threshold only continue '
+                  'a track seen in the previous frame (then they are published)',
+                  limits=(0.0, 1.0)),
+    ParameterSpec('track_match_iou', _TRACKER.match_iou, 'double',
+                  "tracking: least IoU between a track's predicted box and a detection",
+                  limits=(0.01, 1.0)),
+    ParameterSpec('track_max_missed', _TRACKER.max_missed, 'integer',
+                  'tracking: frames a track survives without a detection before its id retires',
+                  limits=(0, 10_000)),
     ParameterSpec('memory', True, 'bool',
                   "Keep recent frames' regions and embeddings for the ~/find service "
                   '(localizers windows and dense)'),
@@ -144,6 +159,9 @@ _SETTINGS_FIELDS = ('labels', 'prompt_templates', 'background_prompts', 'score_t
 _WINDOW_FIELDS = {'window_scales': 'scales', 'window_aspect_ratios': 'aspect_ratios',
                   'window_overlap': 'overlap'}
 DETECTOR_PARAMETERS = _SETTINGS_FIELDS + tuple(_WINDOW_FIELDS)
+TRACKING_PARAMETERS = ('tracking', 'track_low_score', 'track_match_iou', 'track_max_missed')
+# What shapes the stream of detections: the detector and the tracker (stream_settings).
+STREAM_PARAMETERS = DETECTOR_PARAMETERS + TRACKING_PARAMETERS
 
 
 def memory_settings(values: dict) -> MemorySettings:
@@ -176,6 +194,23 @@ def detector_settings(values: dict) -> DetectorSettings:
     settings = DetectorSettings(windows=windows, **fields)
     settings.check_frame(*REFERENCE_FRAME)
     return settings
+
+
+def stream_settings(values: dict) -> tuple[DetectorSettings, TrackerSettings | None]:
+    """
+    Values of STREAM_PARAMETERS -> the detector's settings and the tracker's (None: off).
+
+    With tracking the detector reports down to track_low_score, and the tracker
+    passes on those under score_threshold only where they continue a track.
+    """
+    settings = detector_settings(values)
+    if not values['tracking']:
+        return settings, None
+    tracker = TrackerSettings(high_score=settings.score_threshold,
+                              low_score=min(values['track_low_score'], settings.score_threshold),
+                              match_iou=values['track_match_iou'],
+                              max_missed=values['track_max_missed'])
+    return replace(settings, score_threshold=tracker.low_score), tracker
 
 
 def read_parameters_file(path, node_name: str = 'clip_perception') -> dict:

@@ -1,0 +1,147 @@
+"""
+Identities across frames: a ByteTrack-style tracker (Zhang et al., 2022) per camera.
+
+Each track is one object of one label with a constant-velocity box: every frame
+its box is predicted one step ahead (centre and size moved by their smoothed
+per-frame change), then detections are associated in two passes, each an
+optimal assignment on 1 − IoU within a label (scipy's linear_sum_assignment):
+
+1. every track against the confident detections (score >= high_score), IoU >= match_iou;
+2. the tracks seen in the previous frame and still unmatched against the
+   uncertain detections (low_score <= score < high_score), IoU >= 0.5: an object
+   whose score dips for a frame (occlusion, blur) keeps its identity.
+
+Unmatched confident detections start new tracks (new ids); uncertain ones that
+match no track are dropped. A track unmatched for more than max_missed frames
+is retired; its id is never reused.
+"""
+from dataclasses import dataclass, field, replace
+import itertools
+from typing import Iterator
+
+from clip_perception.engine.boxes import Detection, pairwise_iou
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+# IoU an uncertain detection needs with a track of the previous frame (ByteTrack's).
+LOW_MATCH_IOU = 0.5
+# Weight of the newest per-frame change in the smoothed velocity.
+VELOCITY_GAIN = 0.5
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """Thresholds of the two association passes and a track's lifetime."""
+
+    high_score: float = 0.5  # confident detections: matched first, may start tracks
+    low_score: float = 0.1  # uncertain ones down to this only continue tracks
+    match_iou: float = 0.3  # least IoU between a predicted track box and a confident detection
+    max_missed: int = 15  # frames a track survives unmatched
+
+    def __post_init__(self):
+        if not 0.0 <= self.low_score <= self.high_score <= 1.0:
+            raise ValueError('tracking needs 0 <= low_score <= high_score <= 1, got '
+                             f'{self.low_score} and {self.high_score}')
+        if not 0.0 < self.match_iou <= 1.0:
+            raise ValueError(f'track_match_iou must lie in (0, 1], got {self.match_iou}')
+        if self.max_missed < 0:
+            raise ValueError(f'track_max_missed must be >= 0, got {self.max_missed}')
+
+
+@dataclass
+class Track:
+    """One object's state: xyxy box, per-frame velocity of (cx, cy, w, h), age."""
+
+    track_id: str
+    label: str
+    box: np.ndarray
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    missed: int = 0
+
+    def predicted(self) -> np.ndarray:
+        """Predict the box one frame ahead (centre and size moved by the velocity)."""
+        cx, cy, w, h = _center_size(self.box) + self.velocity
+        w, h = max(w, 1.0), max(h, 1.0)
+        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+    def observe(self, box: np.ndarray) -> None:
+        change = _center_size(box) - _center_size(self.box)
+        # a track coming back after misses: its change spans several frames
+        self.velocity = ((1 - VELOCITY_GAIN) * self.velocity +
+                         VELOCITY_GAIN * change / (self.missed + 1))
+        self.box = np.asarray(box, dtype=np.float64)
+        self.missed = 0
+
+
+def _center_size(box: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return np.array([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0])
+
+
+class Tracker:
+    """
+    Give one camera's detections stable ids, frame after frame.
+
+    `ids` counts the ids handed out; trackers of several cameras share one so an
+    id names one object node-wide.
+    """
+
+    def __init__(self, settings: TrackerSettings | None = None,
+                 ids: Iterator[int] | None = None):
+        self.settings = settings or TrackerSettings()
+        self.tracks: list[Track] = []
+        self._ids = ids if ids is not None else itertools.count(1)
+
+    def update(self, detections: list[Detection]) -> list[Detection]:
+        """
+        Associate one frame's detections (scores down to low_score) with the tracks.
+
+        Return the detections that belong to a track, each with its track_id, best
+        score first: the confident ones (old or new tracks) and the uncertain ones
+        that continued a track seen in the previous frame.
+        """
+        s = self.settings
+        confident = [d for d in detections if d.score >= s.high_score]
+        uncertain = [d for d in detections if s.low_score <= d.score < s.high_score]
+        predicted = [track.predicted() for track in self.tracks]
+        fresh = [track.missed == 0 for track in self.tracks]
+        first = _assign(self.tracks, predicted, range(len(self.tracks)), confident, s.match_iou)
+        left = [i for i in range(len(self.tracks)) if i not in first.values() and fresh[i]]
+        second = _assign(self.tracks, predicted, left, uncertain, LOW_MATCH_IOU)
+        out = []
+        for pool, matches in ((confident, first), (uncertain, second)):
+            for index, track_index in matches.items():
+                track = self.tracks[track_index]
+                track.observe(np.asarray(pool[index].box, dtype=np.float64))
+                out.append(replace(pool[index], track_id=track.track_id))
+        matched = set(first.values()) | set(second.values())
+        for i, track in enumerate(self.tracks):
+            if i not in matched:
+                track.missed += 1
+        self.tracks = [t for t in self.tracks if t.missed <= s.max_missed]
+        for index, found in enumerate(confident):
+            if index not in first:
+                track = Track(str(next(self._ids)), found.label,
+                              np.asarray(found.box, dtype=np.float64))
+                self.tracks.append(track)
+                out.append(replace(found, track_id=track.track_id))
+        return sorted(out, key=lambda d: -d.score)
+
+    def reset(self) -> None:
+        """Forget every track (ids already handed out are not reused)."""
+        self.tracks.clear()
+
+
+def _assign(tracks: list[Track], predicted: list[np.ndarray], track_indices,
+            detections: list[Detection], min_iou: float) -> dict[int, int]:
+    """Match detections to tracks of their label: {detection index: track index}."""
+    track_indices = list(track_indices)
+    if not track_indices or not detections:
+        return {}
+    iou = pairwise_iou(np.array([d.box for d in detections], dtype=np.float64),
+                       np.array([predicted[i] for i in track_indices]))
+    same_label = np.array([[d.label == tracks[i].label for i in track_indices]
+                           for d in detections])
+    iou = np.where(same_label, iou, 0.0)
+    rows, cols = linear_sum_assignment(1.0 - iou)
+    return {int(r): track_indices[c] for r, c in zip(rows, cols) if iou[r, c] >= min_iou}

@@ -1,0 +1,84 @@
+"""The ByteTrack-style tracker: ids across frames, the low-score pass, retirement."""
+import itertools
+
+from clip_perception.engine.boxes import Detection
+from clip_perception.engine.tracking import Tracker, TrackerSettings
+import pytest
+
+
+def box(x, y, size=40):
+    return (float(x), float(y), float(x + size), float(y + size))
+
+
+def ids_by_label(tracked):
+    return {d.label: d.track_id for d in tracked}
+
+
+def test_a_moving_object_keeps_its_id_and_a_new_one_gets_another():
+    tracker = Tracker(TrackerSettings(high_score=0.5, low_score=0.1, match_iou=0.3))
+    first = tracker.update([Detection('hammer', 0.9, box(10, 10))])
+    (hammer_id,) = [d.track_id for d in first]
+    for step in range(1, 8):  # 12 px per frame: IoU with the last box alone 0.54
+        tracked = tracker.update([Detection('hammer', 0.9, box(10 + 12 * step, 10)),
+                                  *([Detection('wrench', 0.8, box(200, 100))] if step > 3
+                                    else [])])
+        assert ids_by_label(tracked)['hammer'] == hammer_id
+    assert ids_by_label(tracked)['wrench'] not in ('', hammer_id)
+
+
+def test_the_constant_velocity_prediction_bridges_a_fast_move():
+    tracker = Tracker(TrackerSettings(match_iou=0.3))
+    x, ids = 0, set()
+    for step in range(10):  # speeding up to 25 px per frame on a 40 px box: IoU of two
+        x += min(12 + 4 * step, 25)  # consecutive boxes 0.23, under match_iou
+        (found,) = tracker.update([Detection('hammer', 0.9, box(x, 0))])
+        ids.add(found.track_id)
+    assert len(ids) == 1
+    without = Tracker(TrackerSettings(match_iou=0.3))
+    without.update([Detection('hammer', 0.9, box(0, 0))])
+    (jumped,) = without.update([Detection('hammer', 0.9, box(25, 0))])
+    assert jumped.track_id == '2'  # no velocity yet: a new track
+
+
+def test_low_scores_continue_a_track_but_never_start_one():
+    tracker = Tracker(TrackerSettings(high_score=0.5, low_score=0.1))
+    (seen,) = tracker.update([Detection('pliers', 0.9, box(50, 50))])
+    (dipped,) = tracker.update([Detection('pliers', 0.2, box(52, 50))])  # occluded a moment
+    assert dipped.track_id == seen.track_id and dipped.score == 0.2
+    assert tracker.update([Detection('wrench', 0.3, box(200, 200))]) == []  # no new track
+    assert tracker.update([Detection('pliers', 0.05, box(52, 50))]) == []  # under low_score
+
+
+def test_labels_never_share_a_track():
+    tracker = Tracker()
+    (hammer,) = tracker.update([Detection('hammer', 0.9, box(10, 10))])
+    (wrench,) = tracker.update([Detection('wrench', 0.9, box(10, 10))])
+    assert wrench.track_id != hammer.track_id
+
+
+def test_tracks_retire_after_max_missed_frames_and_ids_are_not_reused():
+    ids = itertools.count(1)
+    tracker = Tracker(TrackerSettings(max_missed=2), ids)
+    (first,) = tracker.update([Detection('hammer', 0.9, box(10, 10))])
+    tracker.update([])
+    tracker.update([])  # missed twice: still kept
+    (back,) = tracker.update([Detection('hammer', 0.9, box(10, 10))])
+    assert back.track_id == first.track_id
+    for _ in range(3):
+        tracker.update([])
+    assert tracker.tracks == []
+    (later,) = tracker.update([Detection('hammer', 0.9, box(10, 10))])
+    assert later.track_id not in ('', first.track_id)
+    other = Tracker(ids=ids)  # another camera sharing the counter: ids stay unique
+    (elsewhere,) = other.update([Detection('hammer', 0.9, box(10, 10))])
+    assert elsewhere.track_id not in (first.track_id, later.track_id)
+
+
+@pytest.mark.parametrize('fields,message', [
+    ({'high_score': 0.3, 'low_score': 0.5}, 'low_score <= high_score'),
+    ({'match_iou': 0.0}, 'track_match_iou'),
+    ({'max_missed': -1}, 'track_max_missed'),
+])
+def test_invalid_tracker_settings_are_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        TrackerSettings(**fields)
