@@ -85,18 +85,22 @@ demo: setup
 # Evaluation of the bundled demo model on two scene sets, 300 scenes and 100
 # empty benches each, from seeds never used in training: its own drawing style
 # (the training generator, synthetic.py) and an independent held-out style
-# (heldout_style.py, which nothing in training imports). The last two lines:
+# (heldout_style.py, which nothing in training imports); then tracking on synthetic
+# videos (a line `tracking: mota: M idf1: I id_switches: S`). The last two lines:
 #   eval own: scene_accuracy: A ap50: P ap50_95: Q fp_per_blank: F
 #   eval heldout: scene_accuracy: A ap50: P ap50_95: Q fp_per_blank: F
 EVAL_DIR := build/eval
 DEMO_MODEL := $(PKG)/models/workbench_demo
 EVAL := $(PY) -m clip_perception.eval --model $(DEMO_MODEL) --params $(PKG)/config/demo.yaml
 eval: setup $(EVAL_DIR)/crops/captions.jsonl $(EVAL_DIR)/own/annotations.json \
-		$(EVAL_DIR)/heldout/annotations.json
+		$(EVAL_DIR)/heldout/annotations.json $(EVAL_DIR)/tracking/truth.json
 	$(EVAL) --crops $(EVAL_DIR)/crops --scenes $(EVAL_DIR)/own --json $(EVAL_DIR)/own.json \
 	    | tee $(EVAL_DIR)/own.txt
 	$(EVAL) --scenes $(EVAL_DIR)/heldout --json $(EVAL_DIR)/heldout.json \
 	    | tee $(EVAL_DIR)/heldout.txt
+	$(PY) -m clip_perception.tools.evaluate_tracking --model $(DEMO_MODEL) \
+	    --params $(PKG)/config/demo.yaml --sequences $(EVAL_DIR)/tracking \
+	    --json $(EVAL_DIR)/tracking.json
 	@echo "eval own: $$(tail -n 1 $(EVAL_DIR)/own.txt)"
 	@echo "eval heldout: $$(tail -n 1 $(EVAL_DIR)/heldout.txt)"
 
@@ -110,6 +114,13 @@ $(EVAL_DIR)/crops/captions.jsonl: $(DATA_SOURCES) $(PKG)/config/demo.yaml \
 $(EVAL_DIR)/own/annotations.json: $(DATA_SOURCES) | setup
 	$(PY) -m clip_perception.make_dataset scenes $(EVAL_DIR)/own --count 300 --blank 100 \
 	    --seed 3001
+
+# Three 30-frame videos (10 Hz) of tools that slide, turn, leave and come back, with
+# their identities: the tracking line (tracking: mota: M idf1: I id_switches: S).
+$(EVAL_DIR)/tracking/truth.json: $(DATA_SOURCES) $(PKG)/clip_perception/tools/sequences.py \
+		| setup
+	$(PY) -m clip_perception.tools.sequences $(EVAL_DIR)/tracking --sequences 3 --frames 30 \
+	    --seed 6001
 
 $(EVAL_DIR)/heldout/annotations.json: $(PKG)/clip_perception/tools/heldout_style.py | setup
 	$(PY) -m clip_perception.tools.heldout_style $(EVAL_DIR)/heldout --count 300 --blank 100 \

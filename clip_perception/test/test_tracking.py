@@ -1,8 +1,12 @@
 """The ByteTrack-style tracker: ids across frames, the low-score pass, retirement."""
 import itertools
+import re
 
 from clip_perception.engine.boxes import Detection
 from clip_perception.engine.tracking import Tracker, TrackerSettings
+from clip_perception.tools.metrics import tracking_metrics
+from clip_perception.tools.sequences import make_sequence
+import numpy as np
 import pytest
 
 
@@ -82,3 +86,54 @@ def test_tracks_retire_after_max_missed_frames_and_ids_are_not_reused():
 def test_invalid_tracker_settings_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         TrackerSettings(**fields)
+
+
+def test_tracking_metrics_match_hand_counts():
+    a, b = (0, 0, 10, 10), (50, 50, 60, 60)
+    frames = [([(1, 'h', a), (2, 'w', b)], [(7, 'h', a), (8, 'w', b)]),
+              ([(1, 'h', a), (2, 'w', b)], [(7, 'h', a), (9, 'w', b)]),  # w: a new id
+              ([(1, 'h', a)], [(7, 'h', a), (5, 'h', b)]),  # a false box
+              ([(1, 'h', a)], [(6, 'w', a)])]  # the wrong label matches nothing
+    figures = tracking_metrics([frames])
+    # 6 truths; 1 switch, 2 false, 1 miss: MOTA 1 - 4/6
+    assert (figures['objects'], figures['id_switches'], figures['false_positives'],
+            figures['misses']) == (6, 1, 2, 1)
+    assert figures['mota'] == pytest.approx(1 - 4 / 6)
+    # IDF1: 1<->7 3 frames, 2<->8 1 frame: IDTP 4 of 6 truths and 7 tracked boxes
+    assert figures['idf1'] == pytest.approx(2 * 4 / (6 + 7))
+
+
+def test_the_tracker_follows_the_synthetic_videos_given_their_true_boxes(tmp_path):
+    """What the tracker alone does: only a tool's return after leaving costs an id."""
+    truth = []
+    for seed in (1, 2):
+        sequence = make_sequence(np.random.default_rng(seed), 20)
+        truth.append([objects for _, objects in sequence])
+    assert any(len(objects) for frames in truth for objects in frames)
+    runs = []
+    for frames in truth:
+        tracker = Tracker(TrackerSettings(high_score=0.5))
+        runs.append([(objects, [(d.track_id, d.label, d.box) for d in tracker.update(
+            [Detection(label, 0.9, tuple(map(float, box))) for _, label, box in objects])])
+            for objects in frames])
+    figures = tracking_metrics(runs)
+    assert figures['misses'] == figures['false_positives'] == 0
+    returns = sum(1 for frames in truth for i in range(1, len(frames))
+                  for object_id in {o[0] for o in frames[i]} - {o[0] for o in frames[i - 1]})
+    assert figures['id_switches'] <= returns
+    assert figures['mota'] >= 0.9
+
+
+@pytest.mark.slow
+def test_the_tracking_evaluation_prints_its_line(tmp_path, capsys):
+    """`make eval`'s tracking step end to end: videos as bags, the demo model, the line."""
+    from clip_perception.tools import evaluate_tracking, sequences
+    from clip_perception.tools.assets import DEMO_MODEL, DEMO_PARAMS
+    pytest.importorskip('rosbags', reason='rosbags is not installed (pip install rosbags)')
+    assert sequences.main([str(tmp_path), '--sequences', '1', '--frames', '5']) == 0
+    assert (tmp_path / 'sequence_0' / 'metadata.yaml').is_file()
+    assert evaluate_tracking.main(['--model', str(DEMO_MODEL), '--params', str(DEMO_PARAMS),
+                                   '--sequences', str(tmp_path),
+                                   '--json', str(tmp_path / 'out.json')]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r'tracking: mota: -?\d+\.\d{4} idf1: \d\.\d{4} id_switches: \d+', last)

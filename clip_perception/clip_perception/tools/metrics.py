@@ -119,3 +119,39 @@ def mean_ap(per_label: dict[str, float]) -> float:
     """Mean over labels that have ground truth."""
     values = [v for v in per_label.values() if not np.isnan(v)]
     return float(np.mean(values)) if values else float('nan')
+
+
+def tracking_metrics(sequences, min_iou: float = 0.5) -> dict:
+    """
+    CLEAR MOT and identity metrics (motmetrics) over several sequences.
+
+    sequences: per sequence, per frame a pair (truth, tracked), each a list of
+    (object id, label, xyxy box). A tracked box matches a truth of its label at
+    IoU >= min_iou. Returns mota, idf1, id_switches, and the counts behind them.
+    The distances are computed here: motmetrics 1.4's own iou_matrix calls
+    numpy's removed asfarray.
+    """
+    import motmetrics
+    accumulators = []
+    for frames in sequences:
+        accumulator = motmetrics.MOTAccumulator(auto_id=True)
+        for truth, tracked in frames:
+            distances = np.full((len(truth), len(tracked)), np.nan)
+            if truth and tracked:
+                iou = pairwise_iou(np.array([t[2] for t in truth], dtype=np.float64),
+                                   np.array([h[2] for h in tracked], dtype=np.float64))
+                same = np.array([[t[1] == h[1] for h in tracked] for t in truth])
+                distances = np.where((iou >= min_iou) & same, 1.0 - iou, np.nan)
+            accumulator.update([t[0] for t in truth], [h[0] for h in tracked], distances)
+        accumulators.append(accumulator)
+    host = motmetrics.metrics.create()
+    summary = host.compute_many(
+        accumulators, metrics=['mota', 'idf1', 'num_switches', 'num_objects',
+                               'num_false_positives', 'num_misses'],
+        names=[str(i) for i in range(len(accumulators))], generate_overall=True)
+    overall = summary.loc['OVERALL']
+    return {'mota': float(overall['mota']), 'idf1': float(overall['idf1']),
+            'id_switches': int(overall['num_switches']),
+            'objects': int(overall['num_objects']),
+            'false_positives': int(overall['num_false_positives']),
+            'misses': int(overall['num_misses'])}

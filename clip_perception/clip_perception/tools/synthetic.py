@@ -241,8 +241,8 @@ TOOL_KINDS = {'hammer': ('claw', 'ball-pein', 'mallet'),
               'tape measure': ('blade in', 'blade out'),
               'pliers': ('slip-joint', 'needle-nose')}
 # Length of each tool relative to the scene's tool size (a tape measure is compact).
-_RELATIVE_LENGTH = {'hammer': 1.0, 'screwdriver': 0.95, 'wrench': 0.95, 'tape measure': 0.55,
-                    'pliers': 0.85}
+RELATIVE_LENGTH = {'hammer': 1.0, 'screwdriver': 0.95, 'wrench': 0.95, 'tape measure': 0.55,
+                   'pliers': 0.85}
 
 
 # Benches ------------------------------------------------------------------------------------
@@ -371,7 +371,7 @@ def bench_background(height, width, rng) -> np.ndarray:
                                 np.float64)
 
 
-def _lighting(height, width, rng) -> np.ndarray:
+def lighting(height, width, rng) -> np.ndarray:
     """[H, W, 3] multiplicative light: a gradient or a spot, and a colour cast."""
     yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
     if rng.random() < 0.6:
@@ -442,7 +442,7 @@ def add_clutter(image, rng, count):
 
 # Tools on the bench -------------------------------------------------------------------------
 
-def _draw_tool_pixels(shape, label, center, length, angle, rng):
+def draw_tool_pixels(shape, label, center, length, angle, rng):
     """Return the tool's RGB canvas (float) and mask, shaded."""
     canvas = np.zeros(shape, np.uint8)
     mask = np.zeros(shape[:2], np.uint8)
@@ -475,18 +475,18 @@ def make_scene(rng: np.random.Generator, height: int = FRAME_SIZE[0], width: int
     image = bench_background(height, width, rng)
     add_clutter(image, rng, int(rng.integers(clutter[0], clutter[1] + 1)))
     count = int(rng.integers(1, 4)) if count is None else count
-    light = _lighting(height, width, rng)
+    light = lighting(height, width, rng)
     shadow_angle = rng.uniform(0, 2 * math.pi)
     shadow_strength = rng.uniform(0.15, 0.6)
     placed = []  # (label, mask, box)
     for label in (_pick(rng, labels) for _ in range(count)):
         for _attempt in range(20):
-            length = short * rng.uniform(*tool_size) * _RELATIVE_LENGTH[label]
+            length = short * rng.uniform(*tool_size) * RELATIVE_LENGTH[label]
             margin = length * 0.5 + 2  # the whole tool stays in the frame
             center = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
-            canvas, mask = _draw_tool_pixels(image.shape, label, center, length,
-                                             rng.uniform(0, 2 * math.pi), rng)
-            box = _tight_box(mask)
+            canvas, mask = draw_tool_pixels(image.shape, label, center, length,
+                                            rng.uniform(0, 2 * math.pi), rng)
+            box = tight_box(mask)
             if box is None or any(_overlap(box, other) for _, _, other in placed):
                 continue
             # a soft shadow cast away from the light, then the tool itself
@@ -506,7 +506,7 @@ def make_scene(rng: np.random.Generator, height: int = FRAME_SIZE[0], width: int
         changed = np.any(image != before, axis=2)
         masks = [(label, np.where(changed, 0, mask).astype(np.uint8)) for label, mask in masks]
     objects = [PlacedObject(label, box) for label, box in
-               ((label, _tight_box(mask)) for label, mask in masks) if box is not None]
+               ((label, tight_box(mask)) for label, mask in masks) if box is not None]
     return Scene(finish(image * light, rng), objects)
 
 
@@ -532,7 +532,7 @@ def finish(image, rng) -> np.ndarray:
     return image
 
 
-def _tight_box(mask):
+def tight_box(mask):
     x, y, w, h = cv2.boundingRect(mask)  # of the nonzero pixels
     return None if w == 0 else (x, y, x + w, y + h)
 
