@@ -57,18 +57,49 @@ def frame_from_raw(height: int, width: int, encoding: str, step: int, data) -> F
     if step < width * channels:
         raise ImageError(f'step {step} is shorter than width × channels = {width * channels}',
                          'layout')
+    rows = _rows(data, height, width * channels, step, encoding)
+    pixels = rows.reshape(height, width, channels)
+    if channels == 1:
+        return Frame(np.repeat(pixels, 3, axis=2), bgr=False)
+    return Frame(pixels[:, :, :3], bgr=encoding.startswith('bgr'))
+
+
+def _rows(data, height: int, row_bytes: int, step: int, encoding: str) -> np.ndarray:
+    """[height, row_bytes] uint8 view of an image's rows without their `step` padding."""
     buffer = np.frombuffer(data, dtype=np.uint8)
-    if buffer.size < step * (height - 1) + width * channels:
-        raise ImageError(f'data has {buffer.size} bytes, {encoding} {width}×{height} with step '
-                         f'{step} needs {step * height}', 'truncated')
+    if buffer.size < step * (height - 1) + row_bytes:
+        raise ImageError(f'data has {buffer.size} bytes, {encoding} {row_bytes} bytes × '
+                         f'{height} rows with step {step} needs {step * height}', 'truncated')
     if buffer.size >= step * height:
         rows = buffer[:step * height].reshape(height, step)
     else:  # the last row's padding may be missing
         rows = np.lib.stride_tricks.as_strided(buffer, (height, step), (step, 1))
-    pixels = rows[:, :width * channels].reshape(height, width, channels)
-    if channels == 1:
-        return Frame(np.repeat(pixels, 3, axis=2), bgr=False)
-    return Frame(pixels[:, :, :3], bgr=encoding.startswith('bgr'))
+    return rows[:, :row_bytes]
+
+
+# Depth encodings: numpy type of a pixel and metres per unit.
+DEPTH_ENCODINGS = {'16UC1': ('u2', 0.001), 'mono16': ('u2', 0.001), '32FC1': ('f4', 1.0)}
+
+
+def depth_from_raw(height: int, width: int, encoding: str, step: int, is_bigendian: int,
+                   data) -> np.ndarray:
+    """
+    Read a depth image (16UC1 millimetres or 32FC1 metres) as [H, W] float32 metres.
+
+    0 and NaN stay as they are: no measurement there.
+    """
+    if encoding not in DEPTH_ENCODINGS:
+        raise ImageError(f'unsupported depth encoding {_short(encoding)} (supported: '
+                         f'{", ".join(DEPTH_ENCODINGS)})', 'encoding')
+    if height == 0 or width == 0:
+        raise ImageError(f'empty depth image ({width}×{height})', 'empty')
+    kind, metres = DEPTH_ENCODINGS[encoding]
+    dtype = np.dtype(('>' if is_bigendian else '<') + kind)
+    if step < width * dtype.itemsize:
+        raise ImageError(f'step {step} is shorter than width × {dtype.itemsize} bytes',
+                         'layout')
+    rows = np.ascontiguousarray(_rows(data, height, width * dtype.itemsize, step, encoding))
+    return rows.view(dtype).reshape(height, width).astype(np.float32) * np.float32(metres)
 
 
 def frame_from_compressed(fmt: str, data, max_pixels: int) -> Frame:

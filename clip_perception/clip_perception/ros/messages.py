@@ -5,13 +5,15 @@ Conventions: class_id is the label text, score is always set, boxes are
 center/size in pixels of the input image, headers are the input's header.
 """
 from clip_perception.engine.boxes import Detection
+from clip_perception.engine.depth import Box3D, box_to_3d, Pinhole
 from clip_perception.engine.memory import Match as MemoryMatch, NS_PER_SEC
 from clip_perception_interfaces.msg import Match
 import cv2
 import numpy as np
 from sensor_msgs.msg import Image
-from vision_msgs.msg import (Classification, Detection2D, Detection2DArray, LabelInfo,
-                             ObjectHypothesis, ObjectHypothesisWithPose, VisionClass)
+from vision_msgs.msg import (Classification, Detection2D, Detection2DArray, Detection3D,
+                             Detection3DArray, LabelInfo, ObjectHypothesis,
+                             ObjectHypothesisWithPose, VisionClass)
 
 
 def detection_array(header, detections: list[Detection],
@@ -45,6 +47,29 @@ def match(found: MemoryMatch) -> Match:
     return out
 
 
+def detection_3d_array(header, detections: Detection2DArray, depth: np.ndarray,
+                       camera: Pinhole) -> tuple[Detection3DArray, list[Box3D | None]]:
+    """
+    Place 2D detections (input pixels) in 3D with an aligned depth image in metres.
+
+    Returns the array (detections with too few valid depth pixels left out) and
+    per 2D detection its Box3D or None. Frame: the camera's optical frame (header).
+    """
+    out, boxes = Detection3DArray(header=header), []
+    for found in detections.detections:
+        box = box_to_3d(depth, box_corners(found), camera)
+        boxes.append(box)
+        if box is None:
+            continue
+        msg = Detection3D(header=header, id=found.id, results=found.results)
+        (msg.bbox.center.position.x, msg.bbox.center.position.y,
+         msg.bbox.center.position.z) = box.center
+        msg.bbox.center.orientation.w = 1.0
+        msg.bbox.size.x, msg.bbox.size.y, msg.bbox.size.z = box.size
+        out.detections.append(msg)
+    return out, boxes
+
+
 def box_corners(detection) -> tuple[float, float, float, float]:
     """Return a Detection2D's bbox (center/size) as x0, y0, x1, y1 pixels."""
     c, w, h = detection.bbox.center.position, detection.bbox.size_x, detection.bbox.size_y
@@ -63,16 +88,24 @@ def label_info(header, labels, threshold: float) -> LabelInfo:
         VisionClass(class_id=index, class_name=label) for index, label in enumerate(labels)])
 
 
-def debug_image(header, pixels: np.ndarray, bgr: bool, detections: Detection2DArray) -> Image:
-    """Draw each detection's box, label and score (and track id) on the input (as rgb8)."""
+def debug_image(header, pixels: np.ndarray, bgr: bool, detections: Detection2DArray,
+                boxes_3d: list[Box3D | None] | None = None) -> Image:
+    """
+    Draw each detection's box, label and score on the input (as rgb8).
+
+    With its track id when it has one, and its distance when `boxes_3d` (one per
+    detection) places it.
+    """
     canvas = np.ascontiguousarray(pixels[:, :, ::-1] if bgr else pixels)
     thickness = max(1, round(min(canvas.shape[:2]) / 240))
-    for det in detections.detections:
+    for index, det in enumerate(detections.detections):
         x0, y0, x1, y1 = (int(v) for v in box_corners(det))
         colour = _label_colour(det.results[0].hypothesis.class_id)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thickness)
         text = f'{det.results[0].hypothesis.class_id} {det.results[0].hypothesis.score:.2f}'
         text = f'#{det.id} {text}' if det.id else text
+        if boxes_3d and boxes_3d[index] is not None:
+            text += f' {boxes_3d[index].distance:.2f} m'
         cv2.putText(canvas, text, (x0 + 2, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.4 * thickness, colour, thickness, cv2.LINE_AA)
     msg = Image(header=header, height=canvas.shape[0], width=canvas.shape[1],

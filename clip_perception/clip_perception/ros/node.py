@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 
+from clip_perception.engine.depth import Pinhole
 from clip_perception.engine.detector import (InferenceCancelled, REGION_LOCALIZERS,
                                              ZeroShotDetector)
 from clip_perception.engine.memory import FrameMemory, NS_PER_SEC, query_label, StoredFrame
@@ -48,12 +49,13 @@ from clip_perception.engine.model_loading import load_encoder, ModelLoadError
 from clip_perception.engine.tracking import Tracker
 from clip_perception.ros import messages
 from clip_perception.ros.diagnostics import LatencyWindow, RateMeter
-from clip_perception.ros.image_conversion import (fit_to_pixel_budget, Frame,
+from clip_perception.ros.image_conversion import (depth_from_raw, fit_to_pixel_budget, Frame,
                                                   frame_from_compressed, frame_from_raw,
                                                   ImageError)
 from clip_perception.ros.package_files import resolve_model
 from clip_perception.ros.parameters import (check_choices, memory_settings, PARAMETERS,
                                             STREAM_PARAMETERS, stream_settings)
+from clip_perception.ros.stamp_matching import NoMatch, StampBuffer
 from clip_perception_interfaces.srv import Detect, Find
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -67,10 +69,10 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
                        ReliabilityPolicy)
 from rclpy.validate_topic_name import validate_topic_name
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
-from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
+from vision_msgs.msg import Classification, Detection2DArray, Detection3DArray, LabelInfo
 
 _TYPES = {
     'string': ParameterType.PARAMETER_STRING,
@@ -80,7 +82,7 @@ _TYPES = {
     'integer': ParameterType.PARAMETER_INTEGER,
     'bool': ParameterType.PARAMETER_BOOL,
 }
-COUNTERS = ('received', 'processed', 'dropped', 'rejected', 'paused', 'failed')
+COUNTERS = ('received', 'processed', 'dropped', 'rejected', 'paused', 'failed', 'without_3d')
 _LOG_EVERY_SEC = 5.0
 # A stop waits this long for the frame in progress; after that the frame is abandoned.
 STOP_WAIT_SEC = 2.0
@@ -92,6 +94,9 @@ MAX_TOP_K = 100
 def _descriptor(spec) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(name=spec.name, type=_TYPES[spec.kind],
                                      description=spec.description, read_only=spec.read_only)
+    # rclpy types a parameter by its default and takes [] for a byte array: an array empty
+    # by default is typed by its values instead (checked where it is read)
+    descriptor.dynamic_typing = spec.default == []
     if spec.choices:
         descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
     if spec.limits and spec.kind == 'double':
@@ -177,6 +182,7 @@ class ClipPerceptionNode(LifecycleNode):
         self._pending: dict[str, ParkedImage] = {}
         self._latest: dict[str, ParkedImage] = {}  # per camera, for ~/detect
         self._queries: list[Query] = []
+        self._depth_inputs: dict[str, tuple[StampBuffer, StampBuffer]] = {}  # per input topic
         self._tracking = None  # TrackerSettings while tracking is on
         self._trackers: dict[str, Tracker] = {}  # per camera
         self._track_ids = itertools.count(1)
@@ -220,6 +226,7 @@ class ClipPerceptionNode(LifecycleNode):
             stream_settings(self._values(STREAM_PARAMETERS))
             check_choices(self._values(('image_reliability', 'image_transport', 'precision')))
             self.input_topics = self._input_topic_names()
+            self._depth_topic_names()
         except (ValueError, InvalidTopicNameException) as error:
             return self._cannot_start(error)
         self.detections_pub = self.create_lifecycle_publisher(
@@ -233,8 +240,11 @@ class ClipPerceptionNode(LifecycleNode):
                                                          qos_profile_sensor_data)
         self.heatmap_pub = self.create_lifecycle_publisher(Image, '~/heatmap',
                                                            qos_profile_sensor_data)
+        self.detections_3d_pub = self.create_lifecycle_publisher(
+            Detection3DArray, 'detections_3d', 10)
         self._publishers_out = [self.detections_pub, self.classification_pub,
-                                self.label_info_pub, self.debug_pub, self.heatmap_pub]
+                                self.label_info_pub, self.debug_pub, self.heatmap_pub,
+                                self.detections_3d_pub]
         return super().on_configure(state)
 
     @_reported
@@ -261,6 +271,7 @@ class ClipPerceptionNode(LifecycleNode):
         self._worker = threading.Thread(target=self._inference_loop, args=(self._stop,),
                                         name='clip_inference', daemon=True)
         self._worker.start()
+        self._subscribe_depth()
         self._subscribe_inputs()
         self._publish_label_info()
         self.get_logger().info(
@@ -415,15 +426,45 @@ class ClipPerceptionNode(LifecycleNode):
         suffix = '/compressed' if self._value('image_transport') == 'compressed' else ''
         return [self.resolve_topic_name(topic).rstrip('/') + suffix for topic in topics]
 
+    def _depth_topic_names(self) -> list[tuple[str, str]]:
+        """Return per input topic its (depth, camera_info) topics, resolved; [] without 3D."""
+        depth, info = (list(self._value(n)) for n in ('depth_topics', 'camera_info_topics'))
+        if not depth and not info:
+            return []
+        if not all(isinstance(topic, str) for topic in depth + info):
+            raise ValueError('depth_topics and camera_info_topics must be lists of topic names')
+        images = len(self._value('image_topics'))
+        if not len(depth) == len(info) == images:
+            raise ValueError(f'depth_topics ({len(depth)}) and camera_info_topics '
+                             f'({len(info)}) must name one topic per image topic ({images})')
+        for topic in depth + info:
+            validate_topic_name(topic)
+        return [(self.resolve_topic_name(d), self.resolve_topic_name(i))
+                for d, i in zip(depth, info)]
+
+    def _subscribe_depth(self) -> None:
+        """Keep the newest depth images and camera infos of each camera for _publish_3d."""
+        qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.BEST_EFFORT)  # matches either
+        self._depth_inputs = {}
+        for image_topic, topics in zip(self.input_topics, self._depth_topic_names()):
+            buffers = tuple(StampBuffer(topic) for topic in topics)
+            self._depth_inputs[image_topic] = buffers
+            for msg_type, topic, buffer in zip((Image, CameraInfo), topics, buffers):
+                self._inputs.append(self.create_subscription(
+                    msg_type, topic, lambda msg, b=buffer: b.add(
+                        msg.header.stamp.sec * NS_PER_SEC + msg.header.stamp.nanosec, msg),
+                    qos))
+
     def _subscribe_inputs(self) -> None:
         reliability = (ReliabilityPolicy.RELIABLE if self._value('image_reliability') == 'reliable'
                        else ReliabilityPolicy.BEST_EFFORT)
         qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability,
                          durability=DurabilityPolicy.VOLATILE)
         msg_type = CompressedImage if self._value('image_transport') == 'compressed' else Image
-        self._inputs = [self.create_subscription(msg_type, topic,
-                                                 lambda msg, t=topic: self._park(t, msg), qos)
-                        for topic in self.input_topics]
+        self._inputs += [self.create_subscription(msg_type, topic,
+                                                  lambda msg, t=topic: self._park(t, msg), qos)
+                         for topic in self.input_topics]
 
     def _park(self, topic: str, msg) -> None:
         received = time.monotonic()
@@ -553,10 +594,11 @@ class ClipPerceptionNode(LifecycleNode):
             self.detections_pub.publish(detections)
             self.classification_pub.publish(messages.classification(header,
                                                                     result.classification))
+            boxes_3d = self._publish_3d(parked, detections)
             if self._publish_debug and self.debug_pub.get_subscription_count() > 0:
                 self.debug_pub.publish(messages.debug_image(
                     header, frame.pixels, frame.bgr,
-                    messages.detection_array(header, result.detections)))
+                    messages.detection_array(header, result.detections), boxes_3d))
             if (self._publish_debug and result.heatmaps is not None
                     and self.heatmap_pub.get_subscription_count() > 0):
                 self.heatmap_pub.publish(messages.heatmap_image(
@@ -569,6 +611,44 @@ class ClipPerceptionNode(LifecycleNode):
         self._output_rate.tick()
         self.counters['processed'] += 1
         return True
+
+    def _publish_3d(self, parked: ParkedImage, detections) -> list | None:
+        """
+        Publish the frame's detections in 3D, when it has depth: per detection its Box3D.
+
+        Without a usable depth image or camera info for the frame (none yet, stamped
+        too far off, bad encoding, another size) nothing is published, the frame
+        is counted as without_3d and the reason logged; the 2D outputs are not touched.
+        """
+        inputs = self._depth_inputs.get(parked.topic)
+        if inputs is None:
+            return None
+        header, msg = parked.msg.header, parked.msg
+        stamp = header.stamp.sec * NS_PER_SEC + header.stamp.nanosec
+        slop = int(self._value('depth_slop') * NS_PER_SEC)
+        try:
+            depth_msg = inputs[0].closest(stamp, slop)
+            camera = Pinhole.from_k(inputs[1].closest(stamp, slop).k)
+            depth = depth_from_raw(depth_msg.height, depth_msg.width, depth_msg.encoding,
+                                   depth_msg.step, depth_msg.is_bigendian, depth_msg.data)
+            size = getattr(msg, 'width', None), getattr(msg, 'height', None)
+            if None not in size and depth.shape != size[::-1]:
+                raise ValueError(f'the depth image is {depth.shape[1]}×{depth.shape[0]}, the '
+                                 f'colour image {size[0]}×{size[1]}: they must be aligned')
+        except (NoMatch, ImageError, ValueError) as error:
+            self.counters['without_3d'] += 1
+            kind = getattr(error, 'kind', type(error).__name__)  # throttled per kind of fault
+            self._log_throttled(('3d', parked.topic, kind), 'warning',
+                                f'{parked.topic}: no 3D for this frame: {error}')
+            return None
+        array, boxes = messages.detection_3d_array(header, detections, depth, camera)
+        if len(array.detections) < len(boxes):
+            self._log_throttled(('3d boxes', parked.topic), 'warning',
+                                f'{parked.topic}: {len(boxes) - len(array.detections)} '
+                                'detections without valid depth (0 or NaN) inside their box: '
+                                'left out of detections_3d')
+        self.detections_3d_pub.publish(array)
+        return boxes
 
     def _tracker(self, topic: str) -> Tracker:
         if topic not in self._trackers:

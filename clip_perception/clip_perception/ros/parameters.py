@@ -111,6 +111,16 @@ PARAMETERS = (
     ParameterSpec('image_topics', ['image'], 'string_array',
                   'Image topics, batched together (several cameras); remap `image` for one',
                   read_only=True),
+    ParameterSpec('depth_topics', [], 'string_array',
+                  'Depth images aligned to the image_topics, in their order (16UC1 in '
+                  'millimetres or 32FC1 in metres); empty: no 3D output',
+                  read_only=True),
+    ParameterSpec('camera_info_topics', [], 'string_array',
+                  'sensor_msgs/CameraInfo of the image_topics, in their order (with '
+                  'depth_topics)', read_only=True),
+    ParameterSpec('depth_slop', 0.05, 'double',
+                  'Seconds by which a depth image or camera info may be stamped off its '
+                  'colour frame', limits=(0.0, 10.0)),
     ParameterSpec('image_transport', 'raw', 'string',
                   'raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage on '
                   '<topic>/compressed)', read_only=True, choices=('raw', 'compressed')),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import json
 import math
 from pathlib import Path
+import shutil
 
 from clip_perception.ros.rosbag_io import BagFrame, write_image_bag
 from clip_perception.tools.synthetic import (bench_background, draw_tool_pixels, finish,
@@ -111,6 +112,7 @@ def write_sequences(out: Path, sequences: int, frames: int, seed: int) -> None:
     for number in range(sequences):
         sequence = make_sequence(rng, frames, first_id=next_id)
         name = f'sequence_{number}'
+        shutil.rmtree(out / name, ignore_errors=True)  # a bag writer never overwrites
         stamps = [START_NS + i * FRAME_PERIOD_NS for i in range(frames)]
         write_image_bag(out / name, [BagFrame(image, stamp, 'workbench_camera')
                                      for (image, _), stamp in zip(sequence, stamps)])
