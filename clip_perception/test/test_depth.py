@@ -157,3 +157,41 @@ def test_depth_topics_must_name_one_topic_per_camera(ros, capfd):
     assert not node.start()
     assert 'depth_topics (1) and camera_info_topics (1) must name one topic per image topic (2)' \
         in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_replayed_bag_with_depth_and_camera_info_gives_positions_in_metres(ros, tmp_path):
+    pytest.importorskip('rosbags', reason='rosbags is not installed (pip install rosbags)')
+    from clip_perception.ros.rosbag_io import (BagFrame, CAMERA_INFO_TOPIC, DEPTH_TOPIC,
+                                               read_messages, write_image_bag)
+    k = (CAMERA.fx, 0.0, CAMERA.cx, 0.0, CAMERA.fy, CAMERA.cy, 0.0, 0.0, 1.0)
+    squares = [(10, 10, 50, 50), (60, 40, 110, 90), (100, 20, 150, 70)]
+    bag = write_image_bag(tmp_path / 'bag', [
+        BagFrame(colour_scene(squares=[('blue', *box)]), (i + 1) * 10**9, 'optical',
+                 bench_depth(bench=0.8, tool=0.75, box=box), k)
+        for i, box in enumerate(squares)])
+    node = start_colour_node(ros, image_topics=['/camera/image_raw'],
+                             depth_topics=[DEPTH_TOPIC], camera_info_topics=[CAMERA_INFO_TOPIC])
+    player = ros.node('player')
+    pubs = {topic: player.create_publisher(kind, topic, RELIABLE) for topic, kind in
+            (('/camera/image_raw', Image), (DEPTH_TOPIC, Image), (CAMERA_INFO_TOPIC, CameraInfo))}
+    found = []
+    player.create_subscription(Detection3DArray, '/detections_3d', found.append, RELIABLE)
+    for pub in pubs.values():
+        assert ros.wait_for_subscribers(pub)
+    assert ros.spin_until(lambda: node.detections_3d_pub.get_subscription_count() > 0)
+    for topic, _, _, data in read_messages(bag):  # depth and info first, then the frame
+        pubs[topic].publish(data)
+        if topic == '/camera/image_raw':
+            count = len(found) + 1
+            assert ros.spin_until(lambda: len(found) == count, 10), topic
+        else:
+            ros.spin_until(lambda: False, 0.1)
+    for msg, box in zip(found, squares):
+        (detection,) = msg.detections
+        expected = box_to_3d(bench_depth(bench=0.8, tool=0.75, box=box), box, CAMERA)
+        position = detection.bbox.center.position
+        assert position.z == pytest.approx(0.75, abs=1e-3)  # the tool's top, not the bench
+        # within the colour double's box accuracy (a few pixels at 0.75 m over 200 px)
+        assert (position.x, position.y) == pytest.approx(expected.center[:2], abs=0.03)
+        assert msg.header.frame_id == 'optical'

@@ -15,7 +15,11 @@ import numpy as np
 
 VISION_MSGS_TYPES = ('Point2D', 'Pose2D', 'BoundingBox2D', 'ObjectHypothesis',
                      'ObjectHypothesisWithPose', 'Detection2D', 'Detection2DArray',
-                     'Classification', 'VisionClass', 'LabelInfo')
+                     'Classification', 'VisionClass', 'LabelInfo', 'BoundingBox3D',
+                     'BoundingBox3DArray', 'Detection3D', 'Detection3DArray')
+# Where write_image_bag puts a frame's depth image and camera info, when it has them.
+DEPTH_TOPIC = '/camera/depth/image_raw'
+CAMERA_INFO_TOPIC = '/camera/camera_info'
 
 
 def _vision_msgs_definitions() -> Path:
@@ -47,11 +51,18 @@ def typestore():
 
 @dataclass(frozen=True)
 class BagFrame:
-    """One image for a bag: RGB pixels, header stamp in nanoseconds, frame_id."""
+    """
+    One image for a bag: RGB pixels, header stamp in nanoseconds, frame_id.
+
+    Optionally an aligned depth image ([H, W] metres, written as 16UC1 millimetres)
+    and the camera's row-major 3×3 K, written with the same header.
+    """
 
     pixels: np.ndarray
     stamp_ns: int
     frame_id: str = 'camera'
+    depth: np.ndarray | None = None
+    camera_k: tuple[float, ...] | None = None
 
 
 def write_image_bag(path: Path, frames: Iterable[BagFrame], topic: str = '/camera/image_raw',
@@ -64,16 +75,36 @@ def write_image_bag(path: Path, frames: Iterable[BagFrame], topic: str = '/camer
     Time = store.types['builtin_interfaces/msg/Time']
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
     with Writer(Path(path), version=9, storage_plugin=plugin) as writer:
-        connection = writer.add_connection(topic, Image.__msgtype__, typestore=store)
+        connections = {}
+
+        def write(name, msg):
+            if name not in connections:
+                connections[name] = writer.add_connection(name, msg.__msgtype__, typestore=store)
+            writer.write(connections[name], frame.stamp_ns,
+                         store.serialize_cdr(msg, msg.__msgtype__))
+
         for frame in frames:
             height, width = frame.pixels.shape[:2]
             header = Header(stamp=Time(sec=frame.stamp_ns // 10**9,
                                        nanosec=frame.stamp_ns % 10**9),
                             frame_id=frame.frame_id)
-            msg = Image(header=header, height=height, width=width, encoding='rgb8',
-                        is_bigendian=0, step=width * 3,
-                        data=np.ascontiguousarray(frame.pixels).reshape(-1))
-            writer.write(connection, frame.stamp_ns, store.serialize_cdr(msg, Image.__msgtype__))
+            if frame.depth is not None:  # before the colour frame: a replay finds it there
+                millimetres = np.nan_to_num(frame.depth * 1000.0).round().astype('<u2')
+                write(DEPTH_TOPIC, Image(header=header, height=height, width=width,
+                                         encoding='16UC1', is_bigendian=0, step=width * 2,
+                                         data=millimetres.view(np.uint8).reshape(-1)))
+            if frame.camera_k is not None:
+                CameraInfo = store.types['sensor_msgs/msg/CameraInfo']
+                k = np.asarray(frame.camera_k, np.float64)
+                write(CAMERA_INFO_TOPIC, CameraInfo(
+                    header=header, height=height, width=width, distortion_model='plumb_bob',
+                    d=np.zeros(5), k=k, r=np.eye(3).reshape(-1),
+                    p=np.concatenate([k.reshape(3, 3), np.zeros((3, 1))], axis=1).reshape(-1),
+                    binning_x=0, binning_y=0, roi=store.types['sensor_msgs/msg/RegionOfInterest'](
+                        x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)))
+            write(topic, Image(header=header, height=height, width=width, encoding='rgb8',
+                               is_bigendian=0, step=width * 3,
+                               data=np.ascontiguousarray(frame.pixels).reshape(-1)))
     return Path(path)
 
 
@@ -84,6 +115,18 @@ def read_messages(path: Path, topics: Iterable[str] | None = None):
         connections = [c for c in reader.connections if topics is None or c.topic in topics]
         for connection, timestamp, data in reader.messages(connections=connections):
             yield connection.topic, connection.msgtype, timestamp, bytes(data)
+
+
+def bag_images(path: Path, topic: str | None = None):
+    """(topic, sensor_msgs Image) of every colour image of the bag (of `topic` only, if given)."""
+    from clip_perception.ros.image_conversion import DEPTH_ENCODINGS
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+    for name, msgtype, _, data in read_messages(path, [topic] if topic else None):
+        if msgtype == 'sensor_msgs/msg/Image':
+            msg = deserialize_message(data, Image)
+            if msg.encoding not in DEPTH_ENCODINGS:  # an aligned depth image is no frame
+                yield name, msg
 
 
 class BagRecorder:

@@ -3,20 +3,19 @@ clip_perception_bag_player: a rosbag2 of images replayed in a loop, as a camera.
 
     ros2 run clip_perception clip_perception_bag_player --ros-args -p rate_hz:=2.0
 
-Reads the image messages of `bag` (default: the bundled demo bag) with rosbags,
+Reads the colour images of `bag` (default: the bundled demo bag) with rosbags,
 and publishes them one after another on `image` (remap it) with sensor-data QoS,
 each stamped with the time it is sent, starting over at the end. What the demo
 launch file uses to show the node working in rviz or Foxglove without a camera.
 """
 import sys
 
-from clip_perception.ros.rosbag_io import read_messages
+from clip_perception.ros.rosbag_io import bag_images
 from clip_perception.tools.assets import DEMO_BAG
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 
 
@@ -26,9 +25,7 @@ class BagPlayer(Node):
         super().__init__('bag_player', **node_options)
         bag = self.declare_parameter('bag', str(DEMO_BAG)).value
         rate_hz = self.declare_parameter('rate_hz', 2.0).value
-        self.frames = [deserialize_message(data, Image)
-                       for _, msgtype, _, data in read_messages(bag)
-                       if msgtype == 'sensor_msgs/msg/Image']
+        self.frames = [msg for _, msg in bag_images(bag)]
         if not self.frames:
             raise ValueError(f'{bag} has no sensor_msgs/msg/Image messages')
         self.sent = 0

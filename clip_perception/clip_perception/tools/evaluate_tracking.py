@@ -9,26 +9,70 @@ bag's images are read back in order and go through the detector and a fresh
 tracker with the parameter file's settings, tracking on (the node's
 stream_settings: detections down to track_low_score, the tracker's two passes).
 Tracked boxes are matched to the truth of their label at IoU >= 0.5
-(motmetrics). The last line printed is exactly
-`tracking: mota: M idf1: I id_switches: S`.
+(motmetrics). Where the bags carry depth and camera info, each tracked box
+matched to a true one is also placed in 3D as the node places it, and the
+median distance between that centre and the true one is reported (and the
+same from the true boxes: what the depth estimate alone costs). The last line
+printed is exactly `tracking: mota: M idf1: I id_switches: S`.
 """
 import argparse
 import json
 from pathlib import Path
 
+from clip_perception.engine.boxes import pairwise_iou
+from clip_perception.engine.depth import box_to_3d, Pinhole
 from clip_perception.engine.detector import ZeroShotDetector
 from clip_perception.engine.model_loading import load_encoder
 from clip_perception.engine.tracking import Tracker
-from clip_perception.ros.image_conversion import frame_from_raw
+from clip_perception.ros.image_conversion import depth_from_raw, frame_from_raw
 from clip_perception.ros.parameters import (BY_NAME, read_parameters_file, STREAM_PARAMETERS,
                                             stream_settings)
+from clip_perception.ros.rosbag_io import (bag_images, CAMERA_INFO_TOPIC, DEPTH_TOPIC,
+                                           read_messages)
 from clip_perception.tools.metrics import tracking_metrics
-from clip_perception.tools.search import bag_images
+import numpy as np
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CameraInfo, Image
 from tqdm import tqdm
 
 
-def tracked_sequence(detector: ZeroShotDetector, tracker: Tracker, bag: Path, truth: list):
-    """Per frame (truth, tracked) as tracking_metrics takes them."""
+def depth_frames(bag: Path) -> tuple[dict, Pinhole | None]:
+    """Read the bag's depth images by stamp (metres) and its camera, if it has them."""
+    depths, camera = {}, None
+    for topic, _, _, data in read_messages(bag, [DEPTH_TOPIC, CAMERA_INFO_TOPIC]):
+        msg = deserialize_message(data, Image if topic == DEPTH_TOPIC else CameraInfo)
+        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        if topic == DEPTH_TOPIC:
+            depths[stamp] = depth_from_raw(msg.height, msg.width, msg.encoding, msg.step,
+                                           msg.is_bigendian, msg.data)
+        else:
+            camera = Pinhole.from_k(msg.k)
+    return depths, camera
+
+
+def centre_errors(truth: list, found, depth, camera: Pinhole) -> tuple[list, list]:
+    """Measure 3D centre errors (mm): found boxes matched to true ones, and the true boxes."""
+    tracked, true_boxes = [], []
+    for obj in truth:
+        expected = np.array(obj['center_m'])
+        own = box_to_3d(depth, obj['box'], camera)
+        if own is not None:
+            true_boxes.append(1000 * float(np.linalg.norm(np.array(own.center) - expected)))
+        same = [d for d in found if d.label == obj['label']]
+        if not same:
+            continue
+        iou = pairwise_iou(np.array([obj['box']], np.float64), np.array([d.box for d in same]))
+        if iou.max() >= 0.5:
+            placed = box_to_3d(depth, same[int(iou.argmax())].box, camera)
+            if placed is not None:
+                tracked.append(1000 * float(np.linalg.norm(np.array(placed.center) - expected)))
+    return tracked, true_boxes
+
+
+def tracked_sequence(detector: ZeroShotDetector, tracker: Tracker, bag: Path, truth: list,
+                     errors: tuple[list, list]):
+    """Per frame (truth, tracked) as tracking_metrics takes them; 3D errors into `errors`."""
+    depths, camera = depth_frames(bag)
     frames = []
     for (_, msg), expected in zip(bag_images(bag), truth, strict=True):
         stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
@@ -37,6 +81,10 @@ def tracked_sequence(detector: ZeroShotDetector, tracker: Tracker, bag: Path, tr
         found = tracker.update(detector.detect(frame.pixels, bgr=frame.bgr).detections)
         frames.append(([(o['id'], o['label'], o['box']) for o in expected['objects']],
                        [(d.track_id, d.label, d.box) for d in found]))
+        if camera is not None and stamp in depths:
+            for into, values in zip(errors, centre_errors(expected['objects'], found,
+                                                          depths[stamp], camera)):
+                into.extend(values)
     return frames
 
 
@@ -56,9 +104,18 @@ def main(argv=None) -> int:
     detector = ZeroShotDetector(load_encoder(args.model, args.device, 'auto', settings.localizer),
                                 settings)
     truth = json.loads((args.sequences / 'truth.json').read_text())
-    sequences = [tracked_sequence(detector, Tracker(tracking), args.sequences / name, frames)
+    errors = ([], [])
+    sequences = [tracked_sequence(detector, Tracker(tracking), args.sequences / name, frames,
+                                  errors)
                  for name, frames in tqdm(sorted(truth.items()), desc='sequences', leave=False)]
     figures = tracking_metrics(sequences)
+    figures['centre_error_mm'] = float(np.median(errors[0])) if errors[0] else float('nan')
+    figures['centre_error_mm_true_boxes'] = (float(np.median(errors[1])) if errors[1]
+                                             else float('nan'))
+    figures['boxes_in_3d'] = len(errors[0])
+    print(f'3d: median centre error {figures["centre_error_mm"]:.1f} mm over '
+          f'{len(errors[0])} tracked boxes matched to true ones; from the true boxes '
+          f'{figures["centre_error_mm_true_boxes"]:.1f} mm over {len(errors[1])}')
     print(f'tracking: {len(sequences)} sequences, {sum(len(s) for s in sequences)} frames, '
           f'{figures["objects"]} object boxes; {figures["misses"]} missed, '
           f'{figures["false_positives"]} false')

@@ -26,23 +26,13 @@ from clip_perception.engine.vector_index import choose_kind, KINDS, VectorIndex
 from clip_perception.ros.image_conversion import frame_from_raw
 from clip_perception.ros.package_files import resolve_model
 from clip_perception.ros.parameters import read_parameters_file, settings_from_file
-from clip_perception.ros.rosbag_io import read_messages
+from clip_perception.ros.rosbag_io import bag_images
 from clip_perception.tools.assets import DEMO_MODEL, DEMO_PARAMS
 import cv2
 import numpy as np
-from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import Image
 
-IMAGE_TYPE = 'sensor_msgs/msg/Image'
 # A shortlist keeps the frames of this many best regions per requested match.
 SHORTLIST_PER_MATCH = 50
-
-
-def bag_images(bag: Path, topic: str | None = None):
-    """(topic, Image) of every image message of the bag (of `topic` only, if given)."""
-    for name, msgtype, _, data in read_messages(bag, [topic] if topic else None):
-        if msgtype == IMAGE_TYPE:
-            yield name, deserialize_message(data, Image)
 
 
 def remember_bag(detector: ZeroShotDetector, bag: Path, topic: str | None = None,
