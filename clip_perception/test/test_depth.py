@@ -112,10 +112,11 @@ def test_detections_in_3d_over_dds_and_what_happens_without_good_depth(ros, capf
                                             'camera_optical', stamp))
         assert ros.spin_until(lambda: len(found_2d) == sent, 10), 'no 2D answer'
 
+    frame(9)  # before any depth: 2D only
     frame(1, bench_depth(), encoding='16UC1')
     assert ros.spin_until(lambda: len(found_3d) == 1, 5)
     (d3,) = found_3d[0].detections
-    (d2,) = found_2d[0].detections
+    (d2,) = found_2d[1].detections
     assert found_3d[0].header.frame_id == 'camera_optical'
     assert found_3d[0].header.stamp.sec == 1
     assert d3.results[0].hypothesis.class_id == 'red' and d3.id == d2.id != ''
@@ -139,8 +140,9 @@ def test_detections_in_3d_over_dds_and_what_happens_without_good_depth(ros, capf
     frame(6, holes)  # no valid depth anywhere: the detection is left out
     assert ros.spin_until(lambda: len(found_3d) == 2, 5)
     assert found_3d[1].header.stamp.sec == 6 and found_3d[1].detections == []
-    assert node.counters['without_3d'] == 3 and node.counters['processed'] == 5
+    assert node.counters['without_3d'] == 4 and node.counters['processed'] == 6
     logged = capfd.readouterr().err
+    assert 'nothing received on /depth yet' in logged
     assert 'more than depth_slop' in logged
     assert 'the depth image is 80×60, the colour image 160×120' in logged
     assert 'detections without valid depth (0 or NaN)' in logged

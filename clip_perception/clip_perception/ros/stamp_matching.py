@@ -13,7 +13,11 @@ NS_PER_SEC = 1_000_000_000
 
 
 class NoMatch(LookupError):
-    """No message close enough in time; the text says what there was."""
+    """No message close enough in time; the text says what there was, `kind` in a word."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind  # 'none' (nothing received yet) or 'stamp' (too far off in time)
 
 
 class StampBuffer:
@@ -37,10 +41,10 @@ class StampBuffer:
         with self._lock:
             items = list(self._items)
         if not items:
-            raise NoMatch(f'nothing received on {self.topic} yet')
+            raise NoMatch(f'nothing received on {self.topic} yet', 'none')
         stamp, msg = min(items, key=lambda item: abs(item[0] - stamp_ns))
         if abs(stamp - stamp_ns) > slop_ns:
             raise NoMatch(f'the message on {self.topic} closest in time is '
                           f'{(stamp - stamp_ns) / NS_PER_SEC:+.3f} s from the frame, more '
-                          f'than depth_slop {slop_ns / NS_PER_SEC:.3f} s')
+                          f'than depth_slop {slop_ns / NS_PER_SEC:.3f} s', 'stamp')
         return msg
