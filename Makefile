@@ -12,6 +12,9 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # The ROS packages of this repository, one folder each (colcon's layout).
 PKG := clip_perception
+# Python leaves the working directory off sys.path (3.11+): from this root the
+# package's folder clip_perception/ would otherwise shadow the Python package.
+export PYTHONSAFEPATH := 1
 
 VISION_MSGS_SRC := $(wildcard ros_deps/vision_msgs/msg/*.msg) ros_deps/ros_wheels.cmake \
 	ros_deps/vision_msgs/CMakeLists.txt ros_deps/vision_msgs/package.xml \
@@ -21,7 +24,7 @@ INTERFACES_SRC := $(wildcard $(INTERFACES)/msg/*.msg $(INTERFACES)/srv/*.srv) \
 	ros_deps/ros_wheels.cmake $(INTERFACES)/CMakeLists.txt $(INTERFACES)/package.xml \
 	$(INTERFACES)/pyproject.toml
 
-.PHONY: setup test test-fast lint demo eval eval-localizers bench train-demo-model \
+.PHONY: setup test test-fast lint demo demo-3d eval eval-localizers bench train-demo-model \
 	train-owl-demo-model clean-venv
 
 setup: $(STAMPS)/package
@@ -81,6 +84,13 @@ lint: setup
 
 demo: setup
 	$(PY) -m clip_perception.demo
+
+# The demo with depth: a synthetic video whose bag carries aligned depth and camera
+# info; the node runs with depth and tracking and prints each tool's position in metres.
+DEMO_3D := build/demo_3d
+demo-3d: setup
+	$(PY) -m clip_perception.tools.sequences $(DEMO_3D) --sequences 1 --frames 20 --seed 6101
+	$(PY) -m clip_perception.demo --bag $(DEMO_3D)/sequence_0 --out demo_output/3d
 
 # Evaluation of the bundled demo model on two scene sets, 300 scenes and 100
 # empty benches each, from seeds never used in training: its own drawing style

@@ -9,6 +9,9 @@ models/workbench_demo/MODEL.md. `make demo`'s command runs end to end.
 """
 import collections
 import json
+import os
+from pathlib import Path
+import re
 import subprocess
 import sys
 
@@ -47,9 +50,12 @@ def test_demo_model_finds_the_planted_tools_in_the_bundled_bag(ros):
 
 @pytest.mark.timeout(300)
 def test_the_demo_command_runs_end_to_end(tmp_path):
+    """As `make demo` runs it: from the repository's root, with PYTHONSAFEPATH."""
+    repo = Path(__file__).resolve().parents[2]
+    assert re.search(r'^export PYTHONSAFEPATH := 1$', (repo / 'Makefile').read_text(), re.M)
     result = subprocess.run([sys.executable, '-m', 'clip_perception.demo', '--out',
                              str(tmp_path / 'demo_output')], capture_output=True, text=True,
-                            timeout=280)
+                            timeout=280, cwd=repo, env={**os.environ, 'PYTHONSAFEPATH': '1'})
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[-1].startswith('demo summary:') and 'node exit code 0' in lines[-1]
@@ -57,3 +63,21 @@ def test_the_demo_command_runs_end_to_end(tmp_path):
     truth = json.loads(truth_path(DEMO_BAG).read_text())
     assert len(frames) == len(truth)
     assert sum(line.startswith('frame ') for line in lines) == len(truth)
+
+
+@pytest.mark.timeout(300)
+def test_the_demo_replays_depth_and_prints_positions_in_metres(tmp_path):
+    """`make demo-3d` in small: a video with depth, the node with depth and tracking."""
+    from clip_perception.tools import sequences
+    assert sequences.main([str(tmp_path), '--sequences', '1', '--frames', '3']) == 0
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, '-m', 'clip_perception.demo', '--bag',
+                             str(tmp_path / 'sequence_0'), '--out', str(tmp_path / 'out')],
+                            capture_output=True, text=True, timeout=280, cwd=repo,
+                            env={**os.environ, 'PYTHONSAFEPATH': '1'})
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2].startswith('demo summary:') and 'node exit code 0' in lines[-2]
+    assert re.match(r"demo 3d: median distance from a planted tool's true centre", lines[-1])
+    log = (tmp_path / 'out' / 'node.log').read_text()
+    assert 'no 3D for this frame' not in log, log  # every frame had its depth

@@ -113,6 +113,8 @@ def read_messages(path: Path, topics: Iterable[str] | None = None):
     from rosbags.rosbag2 import Reader
     with Reader(Path(path)) as reader:
         connections = [c for c in reader.connections if topics is None or c.topic in topics]
+        if not connections:  # rosbags reads every connection when given none
+            return
         for connection, timestamp, data in reader.messages(connections=connections):
             yield connection.topic, connection.msgtype, timestamp, bytes(data)
 

@@ -9,7 +9,11 @@ config/demo.yaml, the model from models/workbench_demo), replays each frame of
 the bag (its recorded CDR) on /camera/image_raw, prints the detections of each
 frame as they arrive, saves the node's ~/debug_image of each frame under
 demo_output/, compares with the bag's ground truth and prints a one-line
-summary. Exits 0 when every frame was answered and the node stopped cleanly.
+summary. A bag that also carries aligned depth and camera info (as the tracking
+videos of `python -m clip_perception.tools.sequences` do) is replayed with them:
+the node then runs with depth and tracking, each detection's position in metres
+is printed, and the summary adds the median distance to the true 3D centres.
+Exits 0 when every frame was answered and the node stopped cleanly.
 """
 import argparse
 import collections
@@ -24,7 +28,8 @@ import time
 from clip_perception.ros.environment import local_graph_environment
 from clip_perception.ros.executable import node_command
 from clip_perception.ros.messages import box_corners
-from clip_perception.ros.rosbag_io import BagFrame, read_messages, write_image_bag
+from clip_perception.ros.rosbag_io import (BagFrame, CAMERA_INFO_TOPIC, DEPTH_TOPIC,
+                                           read_messages, write_image_bag)
 from clip_perception.tools.assets import DEMO_BAG, DEMO_MODEL, DEMO_PARAMS
 from clip_perception.tools.datasets import write_rgb
 from clip_perception.tools.metrics import frame_outcome
@@ -33,8 +38,8 @@ import numpy as np
 import rclpy
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import Image
-from vision_msgs.msg import Detection2DArray
+from sensor_msgs.msg import CameraInfo, Image
+from vision_msgs.msg import Detection2DArray, Detection3DArray
 
 TOPIC = '/camera/image_raw'
 
@@ -71,9 +76,28 @@ def planted_outcome(detections, planted) -> collections.Counter:
     return collections.Counter(frame_outcome(found, [(o['label'], o['box']) for o in planted]))
 
 
-def _node_command(params: Path, model: Path) -> list[str]:
-    return node_command() + ['--ros-args', '--params-file', str(params), '-p', f'model:={model}',
-                             '-p', 'image_reliability:=reliable', '-r', f'image:={TOPIC}']
+def _node_command(params: Path, model: Path, depth: bool) -> list[str]:
+    command = node_command() + ['--ros-args', '--params-file', str(params), '-p',
+                                f'model:={model}', '-p', 'image_reliability:=reliable',
+                                '-r', f'image:={TOPIC}']
+    if depth:
+        command += ['-p', f"depth_topics:=['{DEPTH_TOPIC}']", '-p',
+                    f"camera_info_topics:=['{CAMERA_INFO_TOPIC}']", '-p', 'tracking:=true']
+    return command
+
+
+def _centre_error_mm(detections_3d, planted) -> list[float]:
+    """Measure (mm) each planted tool's true centre to the nearest 3D detection of its label."""
+    errors = []
+    for obj in planted:
+        if 'center_m' not in obj:
+            continue
+        found = [d.bbox.center.position for d in detections_3d.detections
+                 if d.results[0].hypothesis.class_id == obj['label']]
+        if found:
+            errors.append(1000 * min(float(np.linalg.norm(
+                np.array([p.x, p.y, p.z]) - np.array(obj['center_m']))) for p in found))
+    return errors
 
 
 def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
@@ -85,14 +109,17 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
     """
     out.mkdir(parents=True, exist_ok=True)
     truth = {t['stamp_ns']: t['objects'] for t in json.loads(truth_path(bag).read_text())}
+    depth = any(True for _ in read_messages(bag, [DEPTH_TOPIC]))
     log = open(out / 'node.log', 'w')
-    node_process = subprocess.Popen(_node_command(params, model), stdout=log,
+    node_process = subprocess.Popen(_node_command(params, model, depth), stdout=log,
                                     stderr=subprocess.STDOUT)
     rclpy.init()
     player = rclpy.create_node('demo_player')
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     pub = player.create_publisher(Image, TOPIC, reliable)
-    detections, debug_images = {}, {}
+    extra = {DEPTH_TOPIC: player.create_publisher(Image, DEPTH_TOPIC, reliable),
+             CAMERA_INFO_TOPIC: player.create_publisher(CameraInfo, CAMERA_INFO_TOPIC, reliable)}
+    detections, debug_images, positions = {}, {}, {}
 
     def stamp_ns(header):
         return header.stamp.sec * 10**9 + header.stamp.nanosec
@@ -102,6 +129,8 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
     player.create_subscription(Image, '/clip_perception/debug_image',
                                lambda m: debug_images.setdefault(stamp_ns(m.header), m),
                                qos_profile_sensor_data)
+    player.create_subscription(Detection3DArray, '/detections_3d',
+                               lambda m: positions.setdefault(stamp_ns(m.header), m), reliable)
 
     def spin_until(condition, seconds):
         deadline = time.monotonic() + seconds
@@ -109,7 +138,7 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
             rclpy.spin_once(player, timeout_sec=0.05)
         return condition()
 
-    totals, blank_detections, frames = collections.Counter(), 0, 0
+    totals, blank_detections, frames, errors = collections.Counter(), 0, 0, []
     try:
         shown = model.relative_to(Path.cwd()) if model.is_relative_to(Path.cwd()) else model
         print(f'demo: starting clip_perception_node with model {shown}')
@@ -117,11 +146,19 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
                           player.count_publishers('/clip_perception/debug_image') > 0, timeout):
             raise RuntimeError('the node did not come up; see ' + str(out / 'node.log'))
         spin_until(lambda: False, 0.5)  # let the debug_image subscription match both ways
-        for _, _, _, data in read_messages(bag, [TOPIC]):
+        if depth and not spin_until(lambda: all(p.get_subscription_count() > 0
+                                                for p in extra.values()), timeout):
+            raise RuntimeError('the node did not subscribe to depth; see ' + str(out / 'node.log'))
+        for topic, _, _, data in read_messages(bag, [TOPIC, *extra]):
+            if topic in extra:  # depth and camera info come before their colour frame
+                extra[topic].publish(data)
+                spin_until(lambda: False, 0.05)
+                continue
             frame = deserialize_message(data, Image)
             stamp = stamp_ns(frame.header)
             pub.publish(data)  # the bag's CDR, as `ros2 bag play` sends it
-            if not spin_until(lambda: stamp in detections and stamp in debug_images, timeout):
+            if not spin_until(lambda: stamp in detections and stamp in debug_images and
+                              (not depth or stamp in positions), timeout):
                 raise RuntimeError(f'no answer for frame {frames}; see {out / "node.log"}')
             frames += 1
             result = detections[stamp]
@@ -130,6 +167,12 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
                 f'{d.results[0].hypothesis.class_id} {d.results[0].hypothesis.score:.2f} '
                 f'[{", ".join(f"{v:.0f}" for v in box_corners(d))}]' for d in result.detections)
             print(f'frame {frames:2d} ({len(planted)} planted): {listed or "nothing"}')
+            if depth:
+                for d in positions[stamp].detections:
+                    p = d.bbox.center.position
+                    print(f'    {d.results[0].hypothesis.class_id} #{d.id} at '
+                          f'({p.x:+.3f}, {p.y:+.3f}, {p.z:.3f}) m')
+                errors += _centre_error_mm(positions[stamp], planted)
             image = debug_images[stamp]
             write_rgb(out / f'frame_{frames:02d}.png', np.frombuffer(
                 image.data, np.uint8).reshape(image.height, image.width, 3))
@@ -154,6 +197,10 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
           f'{totals["wrong_label"]} wrong label; {totals["false"]} false detections '
           f'({blank_detections} on {blank_frames} empty frames); annotated frames in {out}/; '
           f'node exit code {code}')
+    if depth:
+        median = f'{np.median(errors):.0f} mm' if errors else 'none'
+        print(f"demo 3d: median distance from a planted tool's true centre to the nearest "
+              f'detection of its label: {median} ({len(errors)} tools placed)')
     return 0 if code == 0 else 1
 
 

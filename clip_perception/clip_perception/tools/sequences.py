@@ -16,7 +16,9 @@ height above the bench, in the camera's optical frame).
 
 writes OUT/sequence_K/ rosbag2 files (10 frames per second: sensor_msgs/Image on
 /camera/image_raw, 16UC1 depth on /camera/depth/image_raw, CameraInfo on
-/camera/camera_info) and OUT/truth.json.
+/camera/camera_info), OUT/truth.json, and beside each bag its truth in the
+demo's form (`python -m clip_perception.demo --bag OUT/sequence_0` replays it
+with depth).
 """
 import argparse
 from dataclasses import dataclass
@@ -145,6 +147,8 @@ def write_sequences(out: Path, sequences: int, frames: int, seed: int) -> None:
             {'id': object_id, 'label': label, 'box': list(box), 'center_m': list(center)}
             for object_id, label, box, center in objects]}
             for (_, _, objects), stamp in zip(sequence, stamps)]
+        # beside the bag, in the demo's form: python -m clip_perception.demo --bag OUT/NAME
+        (out / f'{name}_truth.json').write_text(json.dumps(truth[name], indent=1))
         next_id += 10
     (out / 'truth.json').write_text(json.dumps(truth, indent=1))
 
