@@ -87,9 +87,11 @@ demo: setup
 
 # The demo with depth: a synthetic video whose bag carries aligned depth and camera
 # info; the node runs with depth and tracking and prints each tool's position in metres.
+# A video to show, not a measurement (make eval measures): of seeds 6101-6105 the
+# bundled model found 0, 5, 0, 11 and 0 of the tools; this one shows placements.
 DEMO_3D := build/demo_3d
 demo-3d: setup
-	$(PY) -m clip_perception.tools.sequences $(DEMO_3D) --sequences 1 --frames 20 --seed 6101
+	$(PY) -m clip_perception.tools.sequences $(DEMO_3D) --sequences 1 --frames 20 --seed 6104
 	$(PY) -m clip_perception.demo --bag $(DEMO_3D)/sequence_0 --out demo_output/3d
 
 # Evaluation of the bundled demo model on two scene sets, 300 scenes and 100
