@@ -711,7 +711,9 @@ class ClipPerceptionNode(LifecycleNode):
             if not 0.0 <= threshold <= 1.0:  # NaN too
                 raise QueryError(f"score_threshold must lie in (0, 1] (0: the node's), "
                                  f'got {threshold}')
-            changes = {'labels': labels, **({'score_threshold': threshold} if threshold else {})}
+            # 0: the parameter's, not the detector's (with tracking that one is lower)
+            changes = {'labels': labels,
+                       'score_threshold': threshold or self._value('score_threshold')}
             header, frame, result = await self._ask_inference_thread(
                 lambda: self._detect_on_request(request, changes))
         except QueryError as error:
