@@ -7,16 +7,21 @@ Reads the colour images of `bag` (default: the bundled demo bag) with rosbags,
 and publishes them one after another on `image` (remap it) with sensor-data QoS,
 each stamped with the time it is sent, starting over at the end. What the demo
 launch file uses to show the node working in rviz or Foxglove without a camera.
+A bag that also holds aligned depth images and camera info (write_image_bag's
+DEPTH_TOPIC and CAMERA_INFO_TOPIC) plays them on `depth` and `camera_info`
+with the same fresh stamp, just before their colour frame (for depth_topics).
 """
 import sys
 
-from clip_perception.ros.rosbag_io import bag_images
+from clip_perception.ros.rosbag_io import (bag_images, CAMERA_INFO_TOPIC, DEPTH_TOPIC,
+                                           read_messages)
 from clip_perception.tools.assets import DEMO_BAG
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CameraInfo, Image
 
 
 class BagPlayer(Node):
@@ -28,6 +33,17 @@ class BagPlayer(Node):
         self.frames = [msg for _, msg in bag_images(bag)]
         if not self.frames:
             raise ValueError(f'{bag} has no sensor_msgs/msg/Image messages')
+        self.recorded = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in self.frames]
+        # per colour frame's stamp, its depth image and camera info (when the bag has them)
+        self.depth = {}
+        for topic, _, _, data in read_messages(bag, [DEPTH_TOPIC, CAMERA_INFO_TOPIC]):
+            msg = deserialize_message(data, Image if topic == DEPTH_TOPIC else CameraInfo)
+            stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+            self.depth.setdefault(stamp, {})[topic] = msg
+        self.extra = {topic: self.create_publisher(kind, name, qos_profile_sensor_data)
+                      for topic, kind, name in ((DEPTH_TOPIC, Image, 'depth'),
+                                                (CAMERA_INFO_TOPIC, CameraInfo, 'camera_info'))
+                      if any(topic in found for found in self.depth.values())}
         self.sent = 0
         self.publisher = self.create_publisher(Image, 'image', qos_profile_sensor_data)
         self.create_timer(1.0 / rate_hz, self._publish_next)
@@ -35,8 +51,13 @@ class BagPlayer(Node):
                                f'{rate_hz} Hz on {self.publisher.topic_name}')
 
     def _publish_next(self) -> None:
-        frame = self.frames[self.sent % len(self.frames)]
-        frame.header.stamp = self.get_clock().now().to_msg()
+        index = self.sent % len(self.frames)
+        frame = self.frames[index]
+        now = self.get_clock().now().to_msg()
+        for topic, msg in self.depth.get(self.recorded[index], {}).items():
+            msg.header.stamp = now
+            self.extra[topic].publish(msg)
+        frame.header.stamp = now
         self.publisher.publish(frame)
         self.sent += 1
 
