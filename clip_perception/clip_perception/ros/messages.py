@@ -16,6 +16,11 @@ from vision_msgs.msg import (Classification, Detection2D, Detection2DArray, Dete
                              ObjectHypothesisWithPose, VisionClass)
 
 
+def stamp_ns(header) -> int:
+    """Return a message header's stamp in nanoseconds."""
+    return header.stamp.sec * NS_PER_SEC + header.stamp.nanosec
+
+
 def detection_array(header, detections: list[Detection],
                     scale: tuple[float, float] = (1.0, 1.0)) -> Detection2DArray:
     """Boxes found on an image downscaled by `scale` are mapped back to input pixels."""

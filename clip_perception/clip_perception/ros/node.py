@@ -453,7 +453,7 @@ class ClipPerceptionNode(LifecycleNode):
             for msg_type, topic, buffer in zip((Image, CameraInfo), topics, buffers):
                 self._inputs.append(self.create_subscription(
                     msg_type, topic, lambda msg, b=buffer: b.add(
-                        msg.header.stamp.sec * NS_PER_SEC + msg.header.stamp.nanosec, msg),
+                        messages.stamp_ns(msg.header), msg),
                     qos))
 
     def _subscribe_inputs(self) -> None:
@@ -624,7 +624,7 @@ class ClipPerceptionNode(LifecycleNode):
         if inputs is None:
             return None
         header, msg = parked.msg.header, parked.msg
-        stamp = header.stamp.sec * NS_PER_SEC + header.stamp.nanosec
+        stamp = messages.stamp_ns(header)
         slop = int(self._value('depth_slop') * NS_PER_SEC)
         try:
             depth_msg = inputs[0].closest(stamp, slop)
@@ -657,14 +657,12 @@ class ClipPerceptionNode(LifecycleNode):
 
     # --- memory and planner services -------------------------------------------------
     def _memory_due(self, parked: ParkedImage) -> bool:
-        stamp = parked.msg.header.stamp
         return (self._memory_on and self.detector.settings.localizer in REGION_LOCALIZERS
-                and self.memory.due(parked.topic, stamp.sec * NS_PER_SEC + stamp.nanosec))
+                and self.memory.due(parked.topic, messages.stamp_ns(parked.msg.header)))
 
     def _remember(self, parked: ParkedImage, frame: Frame, regions) -> None:
         header = parked.msg.header
-        self.memory.add(StoredFrame(parked.topic, header.stamp.sec * NS_PER_SEC +
-                                    header.stamp.nanosec, header.frame_id,
+        self.memory.add(StoredFrame(parked.topic, messages.stamp_ns(header), header.frame_id,
                                     regions.scaled(frame.scale)))
 
     async def _ask_inference_thread(self, run):

@@ -27,7 +27,7 @@ import time
 
 from clip_perception.ros.environment import local_graph_environment
 from clip_perception.ros.executable import node_command
-from clip_perception.ros.messages import box_corners
+from clip_perception.ros.messages import box_corners, stamp_ns
 from clip_perception.ros.rosbag_io import (BagFrame, CAMERA_INFO_TOPIC, DEPTH_TOPIC,
                                            read_messages, write_image_bag)
 from clip_perception.tools.assets import DEMO_BAG, DEMO_MODEL, DEMO_PARAMS
@@ -120,9 +120,6 @@ def run(bag: Path, model: Path, params: Path, out: Path, timeout: float) -> int:
     extra = {DEPTH_TOPIC: player.create_publisher(Image, DEPTH_TOPIC, reliable),
              CAMERA_INFO_TOPIC: player.create_publisher(CameraInfo, CAMERA_INFO_TOPIC, reliable)}
     detections, debug_images, positions = {}, {}, {}
-
-    def stamp_ns(header):
-        return header.stamp.sec * 10**9 + header.stamp.nanosec
 
     player.create_subscription(Detection2DArray, '/detections',
                                lambda m: detections.setdefault(stamp_ns(m.header), m), reliable)

@@ -25,6 +25,7 @@ from clip_perception.engine.detector import ZeroShotDetector
 from clip_perception.engine.model_loading import load_encoder
 from clip_perception.engine.tracking import Tracker
 from clip_perception.ros.image_conversion import depth_from_raw, frame_from_raw
+from clip_perception.ros.messages import stamp_ns
 from clip_perception.ros.parameters import (BY_NAME, read_parameters_file, STREAM_PARAMETERS,
                                             stream_settings)
 from clip_perception.ros.rosbag_io import (bag_images, CAMERA_INFO_TOPIC, DEPTH_TOPIC,
@@ -41,7 +42,7 @@ def depth_frames(bag: Path) -> tuple[dict, Pinhole | None]:
     depths, camera = {}, None
     for topic, _, _, data in read_messages(bag, [DEPTH_TOPIC, CAMERA_INFO_TOPIC]):
         msg = deserialize_message(data, Image if topic == DEPTH_TOPIC else CameraInfo)
-        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        stamp = stamp_ns(msg.header)
         if topic == DEPTH_TOPIC:
             depths[stamp] = depth_from_raw(msg.height, msg.width, msg.encoding, msg.step,
                                            msg.is_bigendian, msg.data)
@@ -75,7 +76,7 @@ def tracked_sequence(detector: ZeroShotDetector, tracker: Tracker, bag: Path, tr
     depths, camera = depth_frames(bag)
     frames = []
     for (_, msg), expected in zip(bag_images(bag), truth, strict=True):
-        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        stamp = stamp_ns(msg.header)
         assert stamp == expected['stamp_ns'], f'{bag}: frame {stamp} is not in the truth'
         frame = frame_from_raw(msg.height, msg.width, msg.encoding, msg.step, msg.data)
         found = tracker.update(detector.detect(frame.pixels, bgr=frame.bgr).detections)

@@ -24,6 +24,7 @@ from clip_perception.engine.memory import (FrameMemory, MemorySettings, query_la
 from clip_perception.engine.model_loading import load_encoder
 from clip_perception.engine.vector_index import choose_kind, KINDS, VectorIndex
 from clip_perception.ros.image_conversion import frame_from_raw
+from clip_perception.ros.messages import stamp_ns
 from clip_perception.ros.package_files import resolve_model
 from clip_perception.ros.parameters import read_parameters_file, settings_from_file
 from clip_perception.ros.rosbag_io import bag_images
@@ -46,7 +47,7 @@ def remember_bag(detector: ZeroShotDetector, bag: Path, topic: str | None = None
                                         bgr=[frame.bgr for _, _, frame in waiting],
                                         keep_regions=True)
         for (name, msg, frame), result in zip(waiting, results):
-            stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            stamp = stamp_ns(msg.header)
             memory.add(StoredFrame(name, stamp, msg.header.frame_id, result.regions))
             pictures[name, stamp] = frame.pixels[..., ::-1] if frame.bgr else frame.pixels
         waiting.clear()
