@@ -28,8 +28,13 @@ class Detection:
     @property
     def center_size(self) -> tuple[float, float, float, float]:
         """(center x, center y, width, height) in pixels, as vision_msgs BoundingBox2D."""
-        x0, y0, x1, y1 = self.box
-        return (x0 + x1) / 2.0, (y0 + y1) / 2.0, x1 - x0, y1 - y0
+        return center_size(self.box)
+
+
+def center_size(box) -> tuple[float, float, float, float]:
+    """Turn an xyxy box into (center x, center y, width, height), same units."""
+    x0, y0, x1, y1 = box
+    return (x0 + x1) / 2.0, (y0 + y1) / 2.0, x1 - x0, y1 - y0
 
 
 def pairwise_intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import itertools
 from typing import Iterator
 
-from clip_perception.engine.boxes import Detection, pairwise_iou
+from clip_perception.engine.boxes import center_size, Detection, pairwise_iou
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -60,22 +60,17 @@ class Track:
 
     def predicted(self) -> np.ndarray:
         """Predict the box one frame ahead (centre and size moved by the velocity)."""
-        cx, cy, w, h = _center_size(self.box) + self.velocity
+        cx, cy, w, h = np.array(center_size(self.box)) + self.velocity
         w, h = max(w, 1.0), max(h, 1.0)
         return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
 
     def observe(self, box: np.ndarray) -> None:
-        change = _center_size(box) - _center_size(self.box)
+        change = np.subtract(center_size(box), center_size(self.box))
         # a track coming back after misses: its change spans several frames
         self.velocity = ((1 - VELOCITY_GAIN) * self.velocity +
                          VELOCITY_GAIN * change / (self.missed + 1))
         self.box = np.asarray(box, dtype=np.float64)
         self.missed = 0
-
-
-def _center_size(box: np.ndarray) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    return np.array([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0])
 
 
 class Tracker:

@@ -4,7 +4,7 @@ Engine results to ROS messages (vision_msgs 4.x, sensor_msgs), and the debug ove
 Conventions: class_id is the label text, score is always set, boxes are
 center/size in pixels of the input image, headers are the input's header.
 """
-from clip_perception.engine.boxes import Detection
+from clip_perception.engine.boxes import center_size, Detection
 from clip_perception.engine.depth import Box3D, box_to_3d, Pinhole
 from clip_perception.engine.memory import Match as MemoryMatch, NS_PER_SEC
 from clip_perception_interfaces.msg import Match
@@ -46,9 +46,8 @@ def match(found: MemoryMatch) -> Match:
     out = Match(camera=found.frame.camera, score=float(found.score))
     out.header.stamp.sec, out.header.stamp.nanosec = divmod(found.frame.stamp_ns, NS_PER_SEC)
     out.header.frame_id = found.frame.frame_id
-    x0, y0, x1, y1 = found.box
-    out.bbox.center.position.x, out.bbox.center.position.y = (x0 + x1) / 2, (y0 + y1) / 2
-    out.bbox.size_x, out.bbox.size_y = x1 - x0, y1 - y0
+    (out.bbox.center.position.x, out.bbox.center.position.y,
+     out.bbox.size_x, out.bbox.size_y) = center_size(found.box)
     return out
 
 
