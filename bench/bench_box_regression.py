@@ -13,6 +13,7 @@ import time
 
 from clip_perception.engine.detector import ZeroShotDetector
 from clip_perception.engine.model_loading import load_clip
+from clip_perception.ros.package_files import resolve_model
 from clip_perception.ros.parameters import settings_from_file
 from clip_perception.tools.assets import DEMO_MODEL, DEMO_PARAMS
 from clip_perception.tools.synthetic import make_scene
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument('--frames', type=int, default=6)
     parser.add_argument('--repeats', type=int, default=3)
     args = parser.parse_args()
-    detector = ZeroShotDetector(load_clip(args.model, args.device),
+    detector = ZeroShotDetector(load_clip(resolve_model(args.model), args.device),
                                 settings_from_file(args.params))
     if detector.encoder.box_regressor is None:
         parser.error(f'{args.model} has no box regressor')

@@ -1,10 +1,13 @@
 """Building blocks for node tests: images as messages, a node with the colour encoder."""
+import threading
+
 from clip_perception.ros.node import ClipPerceptionNode
 from clip_perception.ros.parameters import read_parameters_file
 from clip_perception.ros.rosbag_io import read_messages
 from clip_perception.tools.assets import DEMO_BAG, DEMO_PARAMS
 from colour_encoder import ColourEncoder
 import numpy as np
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -49,6 +52,29 @@ def start_colour_node(ros, encoder=None, **overrides):
     ros.add_node(node)
     assert node.start(), 'the node did not configure and activate'
     return node
+
+
+def threaded_node(ros, encoder=None, **overrides):
+    """
+    Start a node with the colour encoder in an executor of its own, as `main` runs it.
+
+    Return the node and a function that stops it.
+    """
+    values = {**COLOUR_PARAMETERS, **overrides}
+    node = ClipPerceptionNode(encoder=encoder or ColourEncoder(), context=ros.context,
+                              parameter_overrides=[Parameter(k, value=v)
+                                                   for k, v in values.items()])
+    executor = SingleThreadedExecutor(context=ros.context)
+    executor.add_node(node)
+    assert node.start()
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+
+    def stop():
+        executor.shutdown()
+        thread.join(timeout=5)
+        node.destroy_node()
+    return node, stop
 
 
 def replay_demo_bag(ros, **overrides):

@@ -51,11 +51,15 @@ class RosTestContext:
         """Until `subscription` is matched with at least `count` publishers."""
         return self.spin_until(lambda: subscription.get_publisher_count() >= count, timeout_sec)
 
-    def shutdown(self) -> None:
+    def destroy_nodes(self) -> None:
+        """Destroy every node created through this context; the context stays."""
         for node in self._nodes:
             self.executor.remove_node(node)
             node.destroy_node()
         self._nodes.clear()
+
+    def shutdown(self) -> None:
+        self.destroy_nodes()
         self.executor.shutdown()
         if self.context.ok():
             rclpy.shutdown(context=self.context)

@@ -145,7 +145,7 @@ def test_detections_in_3d_over_dds_and_what_happens_without_good_depth(ros, capf
     assert 'nothing received on /depth yet' in logged
     assert 'more than depth_slop' in logged
     assert 'the depth image is 80×60, the colour image 160×120' in logged
-    assert 'detections without valid depth (0 or NaN)' in logged
+    assert 'detections without valid depth (0, NaN or out of range)' in logged
 
 
 def test_depth_topics_must_name_one_topic_per_camera(ros, capfd):

@@ -5,6 +5,7 @@ Localization behaviour is tested with a deterministic colour encoder (see
 colour_encoder.py), so these tests do not depend on what a CLIP model learned.
 """
 from dataclasses import replace
+import threading
 
 from clip_perception.engine.boxes import Detection, pairwise_iou
 from clip_perception.engine.detector import (DetectorSettings, InferenceCancelled,
@@ -339,3 +340,42 @@ def test_cancel_stops_an_encoder_pass_at_its_next_chunk(encoder):
     with pytest.raises(InferenceCancelled):
         detector.detect(scene(120, 160))
     assert len(encoder.image_batches) == 1
+
+
+def test_uncertain_detections_leave_the_confident_ones_as_they_are():
+    """
+    With uncertain_threshold the confident set is the one without it (tracking's input).
+
+    Selecting at the lower threshold alone merges more windows: the red square's
+    score and box change there (0.87 -> 0.82), which is why the two are selected apart.
+    """
+    encoder = ColourEncoder(logit_scale=3.0)  # soft scores: the blue square is uncertain
+    frame = scene(squares=[('red', 10, 10, 70, 70), ('blue', 110, 70, 150, 110)])
+    plain = ZeroShotDetector(encoder, COLOUR_SETTINGS).detect(frame)
+    both = ZeroShotDetector(encoder, replace(COLOUR_SETTINGS, uncertain_threshold=0.2))
+    result = both.detect(frame)
+    assert result.detections == plain.detections and plain.uncertain == []
+    assert [d.label for d in result.detections] == ['red']
+    assert [d.label for d in result.uncertain] == ['blue']
+    assert 0.2 <= result.uncertain[0].score < COLOUR_SETTINGS.score_threshold
+    lowered = ZeroShotDetector(encoder, replace(COLOUR_SETTINGS, score_threshold=0.2))
+    assert lowered.detect(frame).detections[0] != plain.detections[0]
+    with pytest.raises(ValueError, match='uncertain_threshold'):
+        replace(COLOUR_SETTINGS, uncertain_threshold=0.9)
+
+
+def test_a_query_stops_when_its_caller_gives_up(encoder):
+    detector = ZeroShotDetector(encoder, replace(COLOUR_SETTINGS, max_batch=4))
+    frame = scene(squares=[('red', 40, 30, 100, 90)])
+    gave_up = threading.Event()
+    encode = encoder.encode_images
+
+    def encode_then_give_up(pixels):
+        gave_up.set()  # the caller's wait expires during the first chunk
+        return encode(pixels)
+    encoder.encode_images = encode_then_give_up
+    with pytest.raises(InferenceCancelled):
+        detector.detect_query([frame], cancelled=gave_up, labels=('green',))
+    assert len(encoder.image_batches) == 1  # stopped at the next chunk
+    encoder.encode_images = encode
+    assert detector.detect(frame).detections  # the detector itself is not cancelled

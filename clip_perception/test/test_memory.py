@@ -140,3 +140,29 @@ def test_vector_index_kinds_agree_with_brute_force():
     assert choose_kind(FAISS_FROM - 1) == 'exact' and choose_kind(FAISS_FROM) == 'ivf'
     with pytest.raises(ValueError, match='index kind'):
         VectorIndex(vectors, 'lsh')
+
+
+def test_the_memory_ages_on_its_own_clock_not_on_the_stamps(detector):
+    """Stamps years ahead or zero neither evict the other frames nor stop storing."""
+    memory = FrameMemory(MemorySettings(max_frames=100, period_sec=1.0, max_age_sec=10.0))
+    clock = 1_000 * SEC
+    for stamp in (1_800_000_000, 1_960_000_000, 0, 0):  # normal, 5 years ahead, zero, zero
+        assert memory.due('/image', clock)
+        memory.add(stored(detector, stamp, []), clock)
+        clock += SEC
+    assert len(memory) == 4
+    memory.forget(clock + 7 * SEC)  # at 1011 s the first, stored at 1000 s, is too old
+    assert [f.stamp_ns // SEC for f in memory.frames] == [1_960_000_000, 0, 0]
+
+
+def test_the_memory_keeps_to_its_byte_budget(detector):
+    one = stored(detector, 1, [])
+    size = one.regions.embeddings.numel() * 2 + one.regions.boxes.nbytes
+    memory = FrameMemory(MemorySettings(max_frames=1000, period_sec=0.0,
+                                        max_bytes=3 * size + size // 2))
+    for second in range(10):
+        memory.add(replace(one, stamp_ns=second * SEC))
+    assert [f.stamp_ns // SEC for f in memory.frames] == [7, 8, 9]
+    assert memory.bytes == 3 * size
+    memory.clear()
+    assert memory.bytes == 0 and len(memory) == 0

@@ -69,6 +69,22 @@ def test_missing_directory_is_named(tmp_path):
         load_clip(str(tmp_path / 'nowhere'), device='cpu')
 
 
+def test_a_hub_id_that_cannot_be_downloaded_is_one_line(monkeypatch):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    import clip_perception.engine.model_loading as loading
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+
+    def no_network(model, allow_patterns=None, local_files_only=False):
+        if local_files_only:
+            raise LocalEntryNotFoundError('not cached')
+        raise OSError('Name or service not known\n' + 'a long traceback\n' * 40)
+    monkeypatch.setattr('huggingface_hub.snapshot_download', no_network)
+    with pytest.raises(ModelLoadError) as error:
+        loading.resolve_model_directory('someone/some-clip')
+    assert str(error.value) == ("model 'someone/some-clip' is not in the Hugging Face cache and "
+                                'could not be downloaded (OSError: Name or service not known)')
+
+
 def test_uncached_hub_id_offline_says_how_to_get_it(monkeypatch):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     with pytest.raises(ModelLoadError, match="'nobody/no-such-clip'.*HF_HUB_OFFLINE"):

@@ -156,7 +156,7 @@ def test_sigterm_stops_the_node_cleanly(ros, launched):
 
 
 START_UP_ERRORS = {
-    'missing model': 'does not exist',
+    'missing model': 'no model directory at',
     'pickle checkpoint': 'safetensors only',
     'pickle beside a box regressor': 'safetensors only',
     'truncated weights': 'could not load CLIP',
@@ -169,6 +169,9 @@ START_UP_ERRORS = {
     'invalid topic name': 'topic',
     'NaN window scale': 'window scales must be positive finite numbers',
     'windows beyond max_windows': 'max_windows',
+    'mixed-type array in the parameters file': 'Sequence should be of same type',
+    'broken YAML in the parameters file': "Couldn't parse params file",
+    'depth_topics a number': 'depth_topics must be a list of topic names',
 }
 
 
@@ -188,6 +191,12 @@ def _start_up_error_arguments(case: str, model: Path, tmp_path: Path) -> list[st
         if case == 'box regressor of random bytes':
             (broken / 'box_regressor.safetensors').write_bytes(bytes(range(256)) * 8)
         return ['-p', f'model:={broken}']
+    bad_files = {'mixed-type array in the parameters file': 'labels: [hammer, 5]',
+                 'broken YAML in the parameters file': 'labels: [hammer'}
+    if case in bad_files:
+        path = tmp_path / 'bad.yaml'
+        path.write_text(f'/**:\n  ros__parameters:\n    {bad_files[case]}\n')
+        return ['-p', f'model:={model}', '--params-file', str(path)]
     return ['-p', f'model:={model}'] + {
         'missing model': ['-p', f'model:={tmp_path / "absent"}'],
         'cuda unavailable': ['-p', 'device:=cuda'],
@@ -199,6 +208,7 @@ def _start_up_error_arguments(case: str, model: Path, tmp_path: Path) -> list[st
         'NaN window scale': ['-p', 'window_scales:=[.nan]'],
         'windows beyond max_windows': ['-p', 'window_scales:=[0.01]',
                                        '-p', 'window_overlap:=0.9'],
+        'depth_topics a number': ['-p', 'depth_topics:=5'],
     }[case]
 
 
@@ -331,6 +341,36 @@ def test_every_parameter_has_a_value_for_tools_that_read_them_all(ros, launched)
     assert list(got['image_topics'].string_array_value) == ['image']
 
 
+@pytest.mark.timeout(240)
+def test_a_parameter_dump_starts_the_node_again(ros, launched, tmp_path):
+    """`ros2 param dump` then `--params-file` with the dump: every parameter loads back."""
+    import yaml
+    from rclpy.parameter import parameter_value_to_python
+    probe = ros.node('dump_probe')
+    client = AsyncParameterClient(probe, 'clip_perception')
+    assert client.wait_for_services(timeout_sec=60)
+    listed = client.list_parameters()
+    assert ros.spin_until(listed.done, 20)
+    names = sorted(listed.result().result.names)
+    values = client.get_parameters(names)
+    assert ros.spin_until(values.done, 20)
+    dumped = {name: parameter_value_to_python(value)
+              for name, value in zip(names, values.result().values)}
+    assert dumped['depth_topics'] == [] and dumped['camera_info_topics'] == []
+    dump = tmp_path / 'clip_perception.yaml'  # as ros2param's dump verb writes it
+    dump.write_text(yaml.dump({'/clip_perception': {'ros__parameters': dumped}},
+                              default_flow_style=False))
+    code, output = stop(launched)
+    assert code == 0, output
+    label_infos = []
+    probe.create_subscription(LabelInfo, '/label_info', label_infos.append, LATCHED)
+    with running_node(params_file=dump) as again:
+        assert ros.spin_until(lambda: label_infos, 90), again.poll()
+        code, output = stop(again)
+    assert code == 0 and 'cannot start' not in output, output
+    assert [c.class_name for c in label_infos[-1].class_map] == dumped['labels']
+
+
 def _lifecycle_call(ros, client, request):
     assert client.wait_for_service(timeout_sec=60), 'no lifecycle service'
     future = client.call_async(request)
@@ -385,7 +425,7 @@ def test_a_failed_activation_is_one_line_and_the_node_stays_inactive(ros, tmp_pa
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     lines = [line for line in output.splitlines() if 'cannot start' in line]
-    assert len(lines) == 1 and 'does not exist' in lines[0], output
+    assert len(lines) == 1 and 'no model directory at' in lines[0], output
 
 
 @pytest.mark.timeout(240)

@@ -115,14 +115,29 @@ def test_readme_commands_are_what_ci_and_make_run():
         assert command.split()[1] in targets, f'README names `{command}`, Makefile lacks it'
 
 
-def test_model_references_resolve_to_installed_package_files(tmp_path, monkeypatch):
-    from clip_perception.ros.package_files import resolve_model
-    demo = ROOT / 'models' / 'workbench_demo'
+def test_model_references_resolve_in_one_order_for_the_node_and_the_tools(tmp_path,
+                                                                          monkeypatch):
+    """Absolute, package://, share-relative, cwd-relative, hub id: in that order."""
+    from clip_perception.engine.model_loading import ModelLoadError
+    from clip_perception.ros.package_files import resolve_model, share_directory
+    share = share_directory()  # the installed share, or this checkout when not installed
+    demo = share / 'models' / 'workbench_demo'
+    assert Path(resolve_model(str(demo))) == demo
     assert Path(resolve_model('package://clip_perception/models/workbench_demo')) == demo
-    monkeypatch.chdir(tmp_path)  # a relative path that is not here is looked up in the share
+    monkeypatch.chdir(tmp_path)  # a relative path is looked up in the share first
     assert Path(resolve_model('models/workbench_demo')) == demo
-    (tmp_path / 'models' / 'workbench_demo').mkdir(parents=True)  # one here wins
-    assert resolve_model('models/workbench_demo') == 'models/workbench_demo'
-    assert resolve_model('openai/clip-vit-base-patch32') == 'openai/clip-vit-base-patch32'
-    with pytest.raises(ValueError, match="package 'no_such_package' is not installed"):
+    (tmp_path / 'my_models' / 'clip').mkdir(parents=True)  # then in the working directory
+    assert Path(resolve_model('my_models/clip')) == tmp_path / 'my_models' / 'clip'
+    with pytest.raises(ModelLoadError, match="package 'no_such_package' is not installed"):
         resolve_model('package://no_such_package/model')
+    with pytest.raises(ModelLoadError) as missing:
+        resolve_model('./models/nothing_here')
+    assert str(missing.value) == (
+        f'no model directory at ./models/nothing_here (looked in '
+        f'{share / "models" / "nothing_here"}, {tmp_path / "models" / "nothing_here"})')
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')  # a hub id without the hub: one line
+    with pytest.raises(ModelLoadError) as offline:
+        resolve_model('openai/clip-vit-base-patch32')
+    text = str(offline.value)
+    assert "'openai/clip-vit-base-patch32' is neither a local directory nor in" in text
+    assert 'looked in' in text and '\n' not in text

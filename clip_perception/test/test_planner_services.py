@@ -10,14 +10,11 @@ are answered.
 import threading
 
 from clip_perception.ros.messages import box_corners
-from clip_perception.ros.node import ClipPerceptionNode
 from clip_perception.ros.rosbag_io import BagFrame, read_messages, write_image_bag
 from clip_perception_interfaces.srv import Detect, Find
 from colour_encoder import colour_scene, ColourEncoder
-from node_helpers import COLOUR_PARAMETERS, image_message, RELIABLE, start_colour_node
+from node_helpers import image_message, RELIABLE, start_colour_node, threaded_node
 import pytest
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
@@ -29,19 +26,9 @@ GREEN = ('green', 40, 30, 100, 90)
 @pytest.fixture
 def node(ros):
     """Start the node, streaming the label red only, in an executor of its own."""
-    values = {**COLOUR_PARAMETERS, 'labels': ['red'], 'memory_period': 0.0}
-    node = ClipPerceptionNode(encoder=ColourEncoder(), context=ros.context,
-                              parameter_overrides=[Parameter(k, value=v)
-                                                   for k, v in values.items()])
-    executor = SingleThreadedExecutor(context=ros.context)
-    executor.add_node(node)
-    assert node.start()
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    node, stop = threaded_node(ros, labels=['red'], memory_period=0.0)
     yield node
-    executor.shutdown()
-    thread.join(timeout=5)
-    node.destroy_node()
+    stop()
 
 
 class Planner:

@@ -70,3 +70,22 @@ def per_label_nms(boxes: np.ndarray, ranks: np.ndarray, label_ids: np.ndarray,
         xywh.tolist(), ranks.astype(np.float32).tolist(), label_ids.astype(np.int32).tolist(),
         float(ranks.min()) - 1.0, float(iou_threshold))
     return np.asarray(keep, dtype=np.int64).reshape(-1)
+
+
+def uncertain_only(candidates: list[Detection], confident: list[Detection],
+                   nms_iou: float) -> list[Detection]:
+    """
+    Keep the candidates that add an object to `confident`.
+
+    `candidates` were selected at a lower threshold (more windows merge into larger
+    groups there); one overlapping a confident detection of its label by more than
+    `nms_iou` is that object again and is dropped. Best first, as given.
+    """
+    kept = []
+    for found in candidates:
+        same = [c.box for c in confident if c.label == found.label]
+        if same and pairwise_iou(np.array([found.box], np.float64),
+                                 np.array(same, np.float64)).max() > nms_iou:
+            continue
+        kept.append(found)
+    return kept

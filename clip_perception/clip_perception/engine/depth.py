@@ -13,6 +13,9 @@ import numpy as np
 MIN_VALID_PIXELS = 5
 # The depth extent of a box is at least this many metres (a flat tool still has a size).
 MIN_DEPTH_EXTENT = 0.01
+# Depths beyond this many metres are no measurement (farther than any depth camera sees;
+# a float32 image's 3e38 would otherwise become inf in the box's size).
+MAX_DEPTH = 1000.0
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,12 @@ class Box3D:
 
 
 def box_depths(depth: np.ndarray, box) -> np.ndarray:
-    """Return the valid depths (finite, > 0) inside an xyxy pixel box, flat."""
+    """Return the valid depths (finite, > 0, <= MAX_DEPTH) inside an xyxy pixel box, flat."""
     height, width = depth.shape
     x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
     x1, y1 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
     values = depth[y0:y1, x0:x1].ravel()
-    return values[np.isfinite(values) & (values > 0)]
+    return values[np.isfinite(values) & (values > 0) & (values <= MAX_DEPTH)]
 
 
 def box_to_3d(depth: np.ndarray, box, camera: Pinhole) -> Box3D | None:

@@ -20,7 +20,7 @@ import logging
 import threading
 from typing import NamedTuple, Sequence
 
-from clip_perception.engine.boxes import Detection
+from clip_perception.engine.boxes import Detection, uncertain_only
 from clip_perception.engine.encoder import ImageTextEncoder
 from clip_perception.engine.heatmaps.maps import (dense_detections, gradcam_detections,
                                                   HEATMAP_LOCALIZERS, map_input_size)
@@ -55,6 +55,10 @@ LOCALIZERS = ('windows',) + HEATMAP_LOCALIZERS + ('owlvit',)
 # Localizers whose pass embeds regions of the frame in CLIP's joint space (windows; dense's
 # patch cells): what a memory of frames can search by text (FrameResult.regions).
 REGION_LOCALIZERS = ('windows', 'dense')
+# Window and map settings are checked on a frame of this size (height, width) when set.
+REFERENCE_FRAME = (480, 640)
+# Texts encoded per text-encoder pass (a cancelled query stops between two).
+TEXT_CHUNK = 256
 
 
 def _bgr_flags(bgr: bool | Sequence[bool], count: int) -> list[bool]:
@@ -73,7 +77,22 @@ def patch_regions(patches: torch.Tensor, height: int, width: int) -> Regions:
 
 
 class InferenceCancelled(RuntimeError):
-    """ZeroShotDetector.cancel() stopped an encoder pass."""
+    """ZeroShotDetector.cancel() (or a query's own cancel event) stopped an encoder pass."""
+
+
+def _confident_and_uncertain(select, settings: 'DetectorSettings'):
+    """
+    Select at score_threshold, and apart at uncertain_threshold for the uncertain ones.
+
+    `select(threshold)` -> detections. Apart, because a lower threshold changes what
+    is selected above it (windows merge into larger groups, regions grow): the
+    confident detections are the same with or without uncertain_threshold.
+    """
+    confident = select(settings.score_threshold)
+    low = settings.uncertain_threshold
+    if low is None or low >= settings.score_threshold:
+        return confident, []
+    return confident, uncertain_only(select(low), confident, settings.nms_iou)
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,11 @@ class DetectorSettings:
     localizer: str = 'windows'  # one of LOCALIZERS
     map_size: int = 0  # heatmap localizers: input's shorter side in pixels; 0: the model's
     heatmap_threshold: float = 0.5  # gradcam: a region is where the map reaches this of its peak
+    max_map_patches: int = 2048  # heatmap localizers: most encoder patches one frame may need
+    # Also report what is selected at this lower threshold and is not one of the detections
+    # (FrameResult.uncertain), selected apart so that the detections stay what they are
+    # without it; None: none.
+    uncertain_threshold: float | None = None
 
     def __post_init__(self):
         for name in ('score_threshold', 'nms_iou', 'heatmap_threshold'):
@@ -118,14 +142,39 @@ class DetectorSettings:
                              "owlvit a label's score is its best box score (windows)")
         if not 0 <= self.map_size <= 4096:
             raise ValueError(f'map_size must lie in [0, 4096], got {self.map_size}')
+        if self.max_map_patches < 1:
+            raise ValueError(f'max_map_patches must be >= 1, got {self.max_map_patches}')
+        if self.uncertain_threshold is not None and \
+                not 0.0 <= self.uncertain_threshold <= self.score_threshold:
+            raise ValueError(f'uncertain_threshold must lie in [0, score_threshold], got '
+                             f'{self.uncertain_threshold}')
         if self.box_refinement not in REFINEMENTS:
             raise ValueError(f'box_refinement must be one of {", ".join(REFINEMENTS)}, '
                              f'not {self.box_refinement!r}')
 
-    def check_frame(self, height: int, width: int) -> None:
-        """Raise ValueError when a height×width frame asks for more than max_windows windows."""
+    def check_frame(self, height: int, width: int, patch: int | None = None,
+                    model_side: int | None = None) -> None:
+        """
+        Raise ValueError when a height×width frame asks for more work than allowed.
+
+        windows: more than max_windows windows. dense, gradcam: an encoder input of
+        more than max_map_patches patches (map_size fixes the shorter side, so the
+        longer one grows with the aspect ratio); `patch` and `model_side` (the
+        model's patch and input size) are needed for them. owlvit: one pass at the
+        model's own size, always bounded.
+        """
+        if self.localizer in HEATMAP_LOCALIZERS and patch:
+            rows, cols = map_input_size(height, width, self.map_size or model_side or patch,
+                                        patch)
+            count = (rows // patch) * (cols // patch)
+            if count > self.max_map_patches:
+                raise ValueError(
+                    f'a {width}×{height} frame would need {count} patches at map_size '
+                    f'{self.map_size or model_side}, more than max_map_patches='
+                    f'{self.max_map_patches}')
+            return
         if self.localizer != 'windows':
-            return  # one whole-frame pass of at most map_size: bounded work per frame
+            return
         count = window_count(height, width, self.windows)
         if count > self.max_windows:
             raise ValueError(f'a {width}×{height} frame would need {count} windows with these '
@@ -148,7 +197,11 @@ class FrameResult:
     over the whole frame (Grad-CAM maps scaled to their peak), one per label of
     `heatmap_labels` (the labels this frame was detected with). regions: when asked
     for (detect_batch's keep_regions, REGION_LOCALIZERS), the frame's windows or patch
-    cells with their embeddings, for a memory of frames.
+    cells with their embeddings, for a memory of frames. uncertain: with the settings'
+    uncertain_threshold, the detections scoring from it up to score_threshold that are
+    not one of `detections` (for a tracker's second pass), best first; like a
+    detection's, their scores are the merged windows' (they may lie above
+    uncertain_threshold or even above score_threshold).
     """
 
     classification: list[tuple[str, float]]
@@ -157,6 +210,7 @@ class FrameResult:
     heatmaps: np.ndarray | None = None
     heatmap_labels: tuple[str, ...] = ()
     regions: Regions | None = None
+    uncertain: list[Detection] = field(default_factory=list)
 
 
 class ScoredWindows(NamedTuple):
@@ -183,12 +237,13 @@ class ZeroShotDetector:
     def __init__(self, encoder: ImageTextEncoder, settings: DetectorSettings | None = None):
         self.encoder = encoder
         self.settings = settings or DetectorSettings()
-        self._text_cache = LabelEmbeddingCache(encoder.encode_texts)
+        self._text_cache = LabelEmbeddingCache(self._encode_texts)
         self._normalize = Normalizer(encoder.settings.mean, encoder.settings.std,
                                      encoder.device)
         # Crops per encoder pass: settings.max_batch, lowered after CUDA out-of-memory.
         self.batch_size = self.settings.max_batch
         self._cancelled = threading.Event()
+        self._call_cancelled: threading.Event | None = None  # detect_query's, during the call
         self._check_encoder(self.settings)
         self.class_embeddings()  # validate the prompts and encode them now, not per frame
 
@@ -200,6 +255,19 @@ class ZeroShotDetector:
                     'encode_images': 'a CLIP model'}.get(needs, 'an encoder with patch maps')
             raise ValueError(f'localizer {settings.localizer} needs {what} ({needs}); '
                              f'{type(self.encoder).__name__} has none')
+        self._check_frame(settings, *REFERENCE_FRAME)
+
+    def _check_frame(self, settings: 'DetectorSettings', height: int, width: int) -> None:
+        settings.check_frame(height, width, getattr(self.encoder, 'patch_size', None),
+                             self.encoder.settings.crop)
+
+    def check_settings(self, settings: 'DetectorSettings') -> None:
+        """Raise ValueError when `settings` do not suit this encoder (or a reference frame)."""
+        self._check_encoder(settings)
+
+    def check_frame(self, height: int, width: int) -> None:
+        """Raise ValueError when a height×width frame needs more work than the settings allow."""
+        self._check_frame(self.settings, height, width)
 
     def update(self, **changes) -> DetectorSettings:
         """
@@ -247,31 +315,39 @@ class ZeroShotDetector:
             if s.classification == 'windows':
                 image_scores = label_evidence(scored.boxes, scored.logits, len(labels))
             order = np.argsort(-image_scores, kind='stable')
-            detections = select_detections(scored.boxes, scored.logits, labels,
-                                           s.score_threshold, s.nms_iou, s.max_detections,
-                                           s.box_refinement)
+            detections, uncertain = _confident_and_uncertain(
+                lambda threshold, scored=scored: select_detections(
+                    scored.boxes, scored.logits, labels, threshold, s.nms_iou,
+                    s.max_detections, s.box_refinement), s)
             regions = Regions(scored.boxes, scored.embeddings.float().cpu()) if kept else None
             results.append(FrameResult(
                 [(labels[i], float(image_scores[i])) for i in order], detections,
-                len(scored.windows), regions=regions))
+                len(scored.windows), regions=regions, uncertain=uncertain))
         return results
 
     def detect_query(self, frames: Sequence[np.ndarray], bgr: bool | Sequence[bool] = False,
+                     cancelled: threading.Event | None = None,
                      **changes) -> list[FrameResult]:
         """
         Detect with settings changed for this call only (labels, score_threshold, …).
 
         The detector's own settings stay as they are; the query's prompts are encoded
         once and kept in the text cache (an LRU) for the next such query. Call it from
-        the thread that calls detect_batch. ValueError for invalid changes.
+        the thread that calls detect_batch. ValueError for invalid changes. When
+        `cancelled` is set (the caller gave up), the call stops at its next encoder
+        chunk with InferenceCancelled. No uncertain detections (they are a tracker's).
         """
-        query = replace(self.settings, **changes)
+        query = replace(self.settings, uncertain_threshold=None, **changes)
         self._check_encoder(query)
         streaming, self.settings = self.settings, query
+        self._call_cancelled = cancelled
         try:
+            for frame in frames:
+                self.check_frame(frame.shape[0], frame.shape[1])
             return self.detect_batch(frames, bgr)
         finally:
             self.settings = streaming
+            self._call_cancelled = None
 
     def query_embeddings(self, label: str) -> ClassEmbeddings:
         """
@@ -299,8 +375,7 @@ class ZeroShotDetector:
             by_size.setdefault(tuple(pixels.shape[-2:]), []).append(index)
         results = [None] * len(frames)
         for indices in by_size.values():
-            if self._cancelled.is_set():
-                raise InferenceCancelled('the detector was cancelled')
+            self._raise_if_cancelled()
             pixels = torch.cat([inputs[i] for i in indices])
             if s.localizer == 'dense':
                 patches = encoder.encode_patches(pixels)  # [n, rows, cols, D]
@@ -316,13 +391,15 @@ class ZeroShotDetector:
             for row, index in enumerate(indices):
                 height, width = frames[index].shape[:2]
                 if s.localizer == 'dense':
-                    detections = dense_detections(maps[row], classes.labels, height, width,
-                                                  patch, s.score_threshold, s.nms_iou,
-                                                  s.max_detections)
+                    def select(threshold, row=row, height=height, width=width):
+                        return dense_detections(maps[row], classes.labels, height, width, patch,
+                                                threshold, s.nms_iou, s.max_detections)
                 else:
-                    detections = gradcam_detections(
-                        maps[row], evidence[row], classes.labels, height, width, patch,
-                        s.score_threshold, s.heatmap_threshold, s.nms_iou, s.max_detections)
+                    def select(threshold, row=row, height=height, width=width):
+                        return gradcam_detections(
+                            maps[row], evidence[row], classes.labels, height, width, patch,
+                            threshold, s.heatmap_threshold, s.nms_iou, s.max_detections)
+                detections, uncertain = _confident_and_uncertain(select, s)
                 scores = evidence[row]
                 regions = None
                 if keep[index] and s.localizer == 'dense':
@@ -332,7 +409,7 @@ class ZeroShotDetector:
                 order = np.argsort(-scores, kind='stable')
                 results[index] = FrameResult(
                     [(classes.labels[i], float(scores[i])) for i in order], detections, 1,
-                    maps[row], classes.labels, regions)
+                    maps[row], classes.labels, regions, uncertain)
         return results
 
     def _detect_by_owl(self, frames: Sequence[np.ndarray],
@@ -340,19 +417,21 @@ class ZeroShotDetector:
         """Detect with an OWL-ViT / OWLv2 head: one batched pass, cached query embeddings."""
         s, classes = self.settings, self.class_embeddings()
         flags = _bgr_flags(bgr, len(frames))
-        if self._cancelled.is_set():
-            raise InferenceCancelled('the detector was cancelled')
+        self._raise_if_cancelled()
         outputs = self.encoder.detect_frames(
             [frame_to_device(frame, self.encoder.device, bgr=is_bgr)
              for frame, is_bgr in zip(frames, flags, strict=True)],
             classes.matrix[:classes.num_labels])
         results = []
         for output in outputs:
-            detections, scores = owl_detections(output, classes.labels, s.score_threshold,
-                                                s.nms_iou, s.max_detections)
+            detections, uncertain = _confident_and_uncertain(
+                lambda threshold, output=output: owl_detections(
+                    output, classes.labels, threshold, s.nms_iou, s.max_detections)[0], s)
+            scores = owl_detections(output, classes.labels, s.score_threshold, s.nms_iou,
+                                    s.max_detections)[1]
             order = np.argsort(-scores, kind='stable')
             results.append(FrameResult([(classes.labels[i], float(scores[i])) for i in order],
-                                       detections, 1))
+                                       detections, 1, uncertain=uncertain))
         return results
 
     def _whole_image_scores(self, frame: np.ndarray, bgr: bool) -> np.ndarray:
@@ -446,6 +525,18 @@ class ZeroShotDetector:
                 log.warning('CUDA out of memory: batch lowered to %d crops', self.batch_size)
 
     def _encode_chunk(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self._cancelled.is_set():
-            raise InferenceCancelled('the detector was cancelled')
+        self._raise_if_cancelled()
         return self.encoder.encode_images(pixels)
+
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Encode prompts TEXT_CHUNK at a time, so that a cancel stops a long list too."""
+        chunks = []
+        for start in range(0, len(texts), TEXT_CHUNK):
+            self._raise_if_cancelled()
+            chunks.append(self.encoder.encode_texts(texts[start:start + TEXT_CHUNK]))
+        return torch.cat(chunks)
+
+    def _raise_if_cancelled(self) -> None:
+        call = self._call_cancelled
+        if self._cancelled.is_set() or (call is not None and call.is_set()):
+            raise InferenceCancelled('the detector was cancelled')

@@ -63,26 +63,47 @@ class Match:
 
 @dataclass(frozen=True)
 class MemorySettings:
-    """How much the memory keeps, and how often it stores a frame."""
+    """
+    How much the memory keeps, and how often it stores a frame.
+
+    Periods and ages are measured on the owner's clock at storage (the node's
+    clock: its sim time when a bag is replayed with a clock), never on the images'
+    stamps: a camera stamping years ahead, or zero, must not empty the memory.
+    """
 
     max_frames: int = 600  # frames kept, over all cameras; the oldest go first
-    max_age_sec: float = 0.0  # frames older than this (by stamp) behind the newest go; 0: none
-    period_sec: float = 1.0  # per camera: a frame is stored at most this often (by stamp)
+    max_age_sec: float = 0.0  # frames stored longer ago than this go; 0: none
+    period_sec: float = 1.0  # per camera: a frame is stored at most this often
+    max_bytes: int = 256 * 2 ** 20  # embeddings and boxes kept, in bytes; the oldest go first
 
     def __post_init__(self):
         if self.max_frames < 1:
             raise ValueError(f'memory max_frames must be >= 1, got {self.max_frames}')
         if self.max_age_sec < 0 or self.period_sec < 0:
             raise ValueError('memory ages and periods must be >= 0 seconds')
+        if self.max_bytes < 1:
+            raise ValueError(f'memory max_bytes must be >= 1, got {self.max_bytes}')
+
+
+def frame_bytes(frame: StoredFrame) -> int:
+    """Bytes a stored frame's regions take (float16 embeddings and float64 boxes)."""
+    regions = frame.regions
+    return regions.embeddings.numel() * regions.embeddings.element_size() + regions.boxes.nbytes
 
 
 class FrameMemory:
-    """The newest frames' regions and embeddings; not thread-safe (one owner thread)."""
+    """
+    The newest frames' regions and embeddings; not thread-safe (one owner thread).
+
+    Bounded three ways: frames (max_frames), bytes (max_bytes) and age (max_age_sec,
+    on the owner's clock); the oldest stored go first.
+    """
 
     def __init__(self, settings: MemorySettings | None = None):
         self.settings = settings or MemorySettings()
-        self._frames: deque[StoredFrame] = deque()
-        self._last_stored: dict[str, int] = {}  # camera -> stamp of its last stored frame
+        self._frames: deque[tuple[int, StoredFrame]] = deque()  # (clock_ns at storage, frame)
+        self._last_stored: dict[str, int] = {}  # camera -> clock_ns of its last stored frame
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -90,44 +111,50 @@ class FrameMemory:
     @property
     def frames(self) -> list[StoredFrame]:
         """List the stored frames, oldest first."""
-        return list(self._frames)
+        return [frame for _, frame in self._frames]
 
     @property
     def num_regions(self) -> int:
-        return sum(len(frame.regions.boxes) for frame in self._frames)
+        return sum(len(frame.regions.boxes) for _, frame in self._frames)
 
-    def due(self, camera: str, stamp_ns: int) -> bool:
+    def due(self, camera: str, clock_ns: int) -> bool:
         """
-        Whether a frame of `camera` stamped `stamp_ns` should be stored.
+        Whether a frame of `camera` arriving at `clock_ns` (the owner's clock) is stored.
 
         True when period_sec has passed since the camera's last stored frame, or the
-        stamps went backwards (a replayed bag started over).
+        clock went backwards (a replayed bag's clock started over).
         """
         last = self._last_stored.get(camera)
-        return (last is None or stamp_ns < last
-                or stamp_ns - last >= self.settings.period_sec * NS_PER_SEC)
+        return (last is None or clock_ns < last
+                or clock_ns - last >= self.settings.period_sec * NS_PER_SEC)
 
-    def add(self, frame: StoredFrame) -> None:
+    def add(self, frame: StoredFrame, clock_ns: int | None = None) -> None:
         """
-        Store a frame, then forget what exceeds max_frames or max_age_sec.
+        Store a frame at `clock_ns` (default: its stamp), then forget what exceeds the bounds.
 
         Embeddings are kept as float16 (half the memory; rankings are unchanged at
         the precision of a probability).
         """
+        clock_ns = frame.stamp_ns if clock_ns is None else clock_ns
         regions = frame.regions
         frame = replace(frame, regions=regions._replace(embeddings=regions.embeddings.half()))
-        self._frames.append(frame)
-        self._last_stored[frame.camera] = frame.stamp_ns
-        while len(self._frames) > self.settings.max_frames:
-            self._frames.popleft()
-        if self.settings.max_age_sec > 0:
-            newest = max(f.stamp_ns for f in self._frames)
-            oldest_kept = newest - int(self.settings.max_age_sec * NS_PER_SEC)
-            self._frames = deque(f for f in self._frames if f.stamp_ns >= oldest_kept)
+        self._frames.append((clock_ns, frame))
+        self.bytes += frame_bytes(frame)
+        self._last_stored[frame.camera] = clock_ns
+        self.forget(clock_ns)
+
+    def forget(self, clock_ns: int) -> None:
+        """Forget the oldest frames beyond max_frames or max_bytes, or older than max_age_sec."""
+        s = self.settings
+        oldest_kept = clock_ns - int(s.max_age_sec * NS_PER_SEC) if s.max_age_sec > 0 else None
+        while self._frames and (len(self._frames) > s.max_frames or self.bytes > s.max_bytes or
+                                (oldest_kept is not None and self._frames[0][0] < oldest_kept)):
+            self.bytes -= frame_bytes(self._frames.popleft()[1])
 
     def clear(self) -> None:
         self._frames.clear()
         self._last_stored.clear()
+        self.bytes = 0
 
     def search(self, class_matrix: torch.Tensor, logit_scale: float, top_k: int,
                start_ns: int = 0, end_ns: int = 0) -> list[Match]:
@@ -137,7 +164,7 @@ class FrameMemory:
         class_matrix: [1 + B, D] L2-normalized, the query then the background prompts.
         start_ns / end_ns: only frames stamped within them; 0 leaves a side open.
         """
-        frames = [f for f in self._frames
+        frames = [f for _, f in self._frames
                   if (not start_ns or f.stamp_ns >= start_ns) and
                   (not end_ns or f.stamp_ns <= end_ns) and len(f.regions.boxes)]
         return rank_frames(frames, class_matrix, logit_scale, top_k)

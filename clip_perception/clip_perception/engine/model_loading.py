@@ -85,7 +85,9 @@ def resolve_model_directory(model: str) -> Path:
     try:
         return Path(snapshot_download(model, allow_patterns=_SNAPSHOT_PATTERNS))
     except Exception as error:  # network, unknown repository, permissions
-        raise ModelLoadError(f'model {model!r} could not be downloaded: {error}') from error
+        raise ModelLoadError(f'model {model!r} is not in the Hugging Face cache and could not '
+                             f'be downloaded ({type(error).__name__}: '
+                             f'{_first_line(error)[:200]})') from None
 
 
 def _check_model_files(directory: Path) -> None:

@@ -6,14 +6,18 @@ its box is predicted one step ahead (centre and size moved by their smoothed
 per-frame change), then detections are associated in two passes, each an
 optimal assignment on 1 − IoU within a label (scipy's linear_sum_assignment):
 
-1. every track against the confident detections (score >= high_score), IoU >= match_iou;
+1. every track against the confident detections (the detector's detections, or
+   those scoring >= high_score), IoU >= match_iou;
 2. the tracks seen in the previous frame and still unmatched against the
-   uncertain detections (low_score <= score < high_score), IoU >= 0.5: an object
-   whose score dips for a frame (occlusion, blur) keeps its identity.
+   uncertain detections (the detector's uncertain ones, or those scoring from
+   low_score up to high_score), IoU >= 0.5: an object whose score dips for a
+   frame (occlusion, blur) keeps its identity.
 
 Unmatched confident detections start new tracks (new ids); uncertain ones that
 match no track are dropped. A track unmatched for more than max_missed frames
-is retired; its id is never reused.
+is retired; its id is never reused. At most max_tracks tracks are kept (the
+ones unmatched longest retire first), so the work per frame stays bounded
+whatever the detections do.
 """
 from dataclasses import dataclass, field, replace
 import itertools
@@ -37,6 +41,7 @@ class TrackerSettings:
     low_score: float = 0.1  # uncertain ones down to this only continue tracks
     match_iou: float = 0.3  # least IoU between a predicted track box and a confident detection
     max_missed: int = 15  # frames a track survives unmatched
+    max_tracks: int = 200  # tracks kept; the ones unmatched longest retire first
 
     def __post_init__(self):
         if not 0.0 <= self.low_score <= self.high_score <= 1.0:
@@ -46,6 +51,8 @@ class TrackerSettings:
             raise ValueError(f'track_match_iou must lie in (0, 1], got {self.match_iou}')
         if self.max_missed < 0:
             raise ValueError(f'track_max_missed must be >= 0, got {self.max_missed}')
+        if self.max_tracks < 1:
+            raise ValueError(f'track_max_tracks must be >= 1, got {self.max_tracks}')
 
 
 @dataclass
@@ -87,17 +94,25 @@ class Tracker:
         self.tracks: list[Track] = []
         self._ids = ids if ids is not None else itertools.count(1)
 
-    def update(self, detections: list[Detection]) -> list[Detection]:
+    def update(self, detections: list[Detection],
+               uncertain: list[Detection] | None = None) -> list[Detection]:
         """
-        Associate one frame's detections (scores down to low_score) with the tracks.
+        Associate one frame's detections with the tracks.
 
-        Return the detections that belong to a track, each with its track_id, best
-        score first: the confident ones (old or new tracks) and the uncertain ones
-        that continued a track seen in the previous frame.
+        `detections` are the confident ones and `uncertain` the others (the
+        detector's own split: a merged window group may score under the threshold
+        that proposed it, and is still a detection); without `uncertain`,
+        `detections` are split by high_score and low_score. Return the detections
+        that belong to a track, each with its track_id, best score first: every
+        confident one (old or new tracks) and the uncertain ones that continued a
+        track seen in the previous frame.
         """
         s = self.settings
-        confident = [d for d in detections if d.score >= s.high_score]
-        uncertain = [d for d in detections if s.low_score <= d.score < s.high_score]
+        if uncertain is None:
+            detections, uncertain = (
+                [d for d in detections if d.score >= s.high_score],
+                [d for d in detections if s.low_score <= d.score < s.high_score])
+        confident = list(detections)
         predicted = [track.predicted() for track in self.tracks]
         fresh = [track.missed == 0 for track in self.tracks]
         first = _assign(self.tracks, predicted, range(len(self.tracks)), confident, s.match_iou)
@@ -120,6 +135,8 @@ class Tracker:
                               np.asarray(found.box, dtype=np.float64))
                 self.tracks.append(track)
                 out.append(replace(found, track_id=track.track_id))
+        if len(self.tracks) > s.max_tracks:  # the ones unmatched longest go first (stable)
+            self.tracks = sorted(self.tracks, key=lambda t: t.missed)[:s.max_tracks]
         return sorted(out, key=lambda d: -d.score)
 
     def reset(self) -> None:
@@ -130,13 +147,19 @@ class Tracker:
 def _assign(tracks: list[Track], predicted: list[np.ndarray], track_indices,
             detections: list[Detection], min_iou: float) -> dict[int, int]:
     """Match detections to tracks of their label: {detection index: track index}."""
-    track_indices = list(track_indices)
-    if not track_indices or not detections:
-        return {}
-    iou = pairwise_iou(np.array([d.box for d in detections], dtype=np.float64),
-                       np.array([predicted[i] for i in track_indices]))
-    same_label = np.array([[d.label == tracks[i].label for i in track_indices]
-                           for d in detections])
-    iou = np.where(same_label, iou, 0.0)
-    rows, cols = linear_sum_assignment(1.0 - iou)
-    return {int(r): track_indices[c] for r, c in zip(rows, cols) if iou[r, c] >= min_iou}
+    by_label: dict[str, tuple[list[int], list[int]]] = {}
+    for index, found in enumerate(detections):
+        by_label.setdefault(found.label, ([], []))[0].append(index)
+    for index in track_indices:
+        if tracks[index].label in by_label:
+            by_label[tracks[index].label][1].append(index)
+    matches = {}
+    for rows_of, cols_of in by_label.values():  # one assignment per label: small matrices
+        if not cols_of:
+            continue
+        iou = pairwise_iou(np.array([detections[i].box for i in rows_of], dtype=np.float64),
+                           np.array([predicted[i] for i in cols_of]))
+        rows, cols = linear_sum_assignment(1.0 - iou)
+        matches.update({rows_of[r]: cols_of[c] for r, c in zip(rows, cols)
+                        if iou[r, c] >= min_iou})
+    return matches

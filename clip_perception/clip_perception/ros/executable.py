@@ -18,7 +18,40 @@ def _exit_quietly(signum, frame):
     raise SystemExit(0)
 
 
+USAGE = f"""usage: {EXECUTABLE} [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE]...
+                            [-r FROM:=TO]...]
+
+The clip_perception node: CLIP zero-shot detection on camera images, published as
+vision_msgs. Usually started by
+
+    ros2 launch clip_perception workbench.launch.py image_topic:=/camera/image_raw
+        [params_file:=FILE] [model:=DIR_OR_HUB_ID] [device:=auto|cpu|cuda]
+        [localizer:=windows|dense|gradcam|owlvit] [namespace:=NS] [autostart:=true|false]
+
+or
+    ros2 run clip_perception {EXECUTABLE} --ros-args \\
+        --params-file config/workbench.yaml -r image:=/camera/image_raw
+
+Parameters (name, type, default; * needs a restart):
+"""
+
+
+def usage() -> str:
+    """Return the usage text: how to start the node, and every parameter with its default."""
+    from clip_perception.ros.parameters import PARAMETERS  # no rclpy, no torch: quick
+    rows = []
+    for spec in PARAMETERS:
+        default = spec.default if spec.default != [] else '[]'
+        rows.append(f'  {spec.name}{"*" if spec.read_only else ""} ({spec.kind}, {default}): '
+                    f'{spec.description}')
+    return USAGE + '\n'.join(rows) + '\n'
+
+
 def main(args=None) -> int:
+    argv = sys.argv[1:] if args is None else list(args)
+    if {'-h', '--help'} & set(argv):  # before any ROS or torch import: help is immediate
+        print(usage(), end='')
+        return 0
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, _exit_quietly)
     from clip_perception.ros.node import main as run_node

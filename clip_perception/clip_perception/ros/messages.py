@@ -124,14 +124,18 @@ def heatmap_image(header, pixels: np.ndarray, bgr: bool, heatmaps: np.ndarray,
     Overlay per-label heatmaps on the input (as rgb8), each label in its colour.
 
     heatmaps [L, rows, cols] in 0..1 over the whole frame; each pixel takes the colour
-    of its strongest label, blended in by that label's value.
+    of its strongest label, blended in by that label's value. The strongest label and
+    its value are found on the maps' own grid, then scaled to the frame: memory
+    grows with the frame, not with frame × labels (300 labels on a 1920×1080 frame
+    would need 2.5 GB of full-size maps).
     """
     canvas = (pixels[:, :, ::-1] if bgr else pixels).astype(np.float32)
     height, width = canvas.shape[:2]
-    maps = np.stack([cv2.resize(m.astype(np.float32), (width, height),
-                                interpolation=cv2.INTER_LINEAR) for m in heatmaps])
-    strongest = maps.argmax(axis=0)
-    alpha = np.clip(maps.max(axis=0), 0.0, 1.0)[:, :, None] * 0.6
+    maps = np.asarray(heatmaps, np.float32)
+    strongest = cv2.resize(maps.argmax(axis=0).astype(np.int32), (width, height),
+                           interpolation=cv2.INTER_NEAREST)
+    alpha = cv2.resize(np.clip(maps.max(axis=0), 0.0, 1.0), (width, height),
+                       interpolation=cv2.INTER_LINEAR)[:, :, None] * 0.6
     colours = np.array([_label_colour(label) for label in labels], np.float32)
     canvas = canvas * (1.0 - alpha) + colours[strongest] * alpha
     canvas = np.ascontiguousarray(canvas.round().clip(0, 255).astype(np.uint8))

@@ -36,31 +36,33 @@ from dataclasses import dataclass, field, replace
 import functools
 import itertools
 import os
+import re
 import signal
 import sys
 import threading
 import time
 
-from clip_perception.engine.depth import Pinhole
-from clip_perception.engine.detector import (InferenceCancelled, REGION_LOCALIZERS,
-                                             ZeroShotDetector)
+from clip_perception.engine.detector import (HEATMAP_LOCALIZERS, InferenceCancelled,
+                                             REGION_LOCALIZERS, ZeroShotDetector)
 from clip_perception.engine.memory import FrameMemory, NS_PER_SEC, query_label, StoredFrame
 from clip_perception.engine.model_loading import load_encoder, ModelLoadError
 from clip_perception.engine.tracking import Tracker
 from clip_perception.ros import messages
+from clip_perception.ros.depth_3d import Depth3D, depth_topic_pairs, DepthClaims
 from clip_perception.ros.diagnostics import LatencyWindow, RateMeter
-from clip_perception.ros.image_conversion import (depth_from_raw, fit_to_pixel_budget, Frame,
+from clip_perception.ros.image_conversion import (fit_to_pixel_budget, Frame,
                                                   frame_from_compressed, frame_from_raw,
                                                   ImageError)
+from clip_perception.ros.log_throttle import ThrottledLog
 from clip_perception.ros.package_files import resolve_model
 from clip_perception.ros.parameters import (check_choices, memory_settings, PARAMETERS,
                                             STREAM_PARAMETERS, stream_settings)
-from clip_perception.ros.stamp_matching import NoMatch, StampBuffer
 from clip_perception_interfaces.srv import Detect, Find
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError, UnknownROSArgsError
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -69,7 +71,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
                        ReliabilityPolicy)
 from rclpy.validate_topic_name import validate_topic_name
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 from vision_msgs.msg import Classification, Detection2DArray, Detection3DArray, LabelInfo
@@ -83,12 +85,18 @@ _TYPES = {
     'bool': ParameterType.PARAMETER_BOOL,
 }
 COUNTERS = ('received', 'processed', 'dropped', 'rejected', 'paused', 'failed', 'without_3d')
-_LOG_EVERY_SEC = 5.0
 # A stop waits this long for the frame in progress; after that the frame is abandoned.
 STOP_WAIT_SEC = 2.0
 # A service waits this long for the inference thread's answer (a frame in progress first).
 QUERY_WAIT_SEC = 30.0
 MAX_TOP_K = 100
+# Requests waiting for the inference thread; one more is refused at once ("busy").
+MAX_WAITING_QUERIES = 64
+# ~/detect: most labels one request may ask for (a planner asks for a few things).
+MAX_QUERY_LABELS = 100
+# Requests are queued, not dropped, when a burst arrives (rclpy's default keeps 10).
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
 
 
 def _descriptor(spec) -> ParameterDescriptor:
@@ -135,6 +143,11 @@ class ParkedImage:
     topic: str
     msg: object  # sensor_msgs Image or CompressedImage
     received: float  # time.monotonic() when it arrived
+    depth: DepthClaims | None = None  # its hold on the camera's depth and camera info
+
+    def release(self) -> None:
+        if self.depth is not None:
+            self.depth.release()
 
 
 class _ExecutorTurn:
@@ -150,10 +163,16 @@ class QueryError(Exception):
 
 @dataclass
 class Query:
-    """Work a service hands to the inference thread; `done` is set once it ran."""
+    """
+    Work a service hands to the inference thread; `done` is set once it ran.
 
-    run: object  # () -> the result, raises QueryError
+    `cancelled` is set when the caller stopped waiting: the work stops at its next
+    encoder chunk (or is never started).
+    """
+
+    run: object  # (cancelled: threading.Event) -> the result, raises QueryError
     done: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=threading.Event)
     result: object = None
     error: Exception | None = None
 
@@ -182,7 +201,6 @@ class ClipPerceptionNode(LifecycleNode):
         self._pending: dict[str, ParkedImage] = {}
         self._latest: dict[str, ParkedImage] = {}  # per camera, for ~/detect
         self._queries: list[Query] = []
-        self._depth_inputs: dict[str, tuple[StampBuffer, StampBuffer]] = {}  # per input topic
         self._tracking = None  # TrackerSettings while tracking is on
         self._trackers: dict[str, Tracker] = {}  # per camera
         self._track_ids = itertools.count(1)
@@ -195,7 +213,10 @@ class ClipPerceptionNode(LifecycleNode):
         self.counters = dict.fromkeys(COUNTERS, 0)
         self._input_rate, self._output_rate = RateMeter(), RateMeter()
         self._latency, self._engine_time = LatencyWindow(), LatencyWindow()
-        self._last_logged: dict[tuple, float] = {}
+        self._log = ThrottledLog(self.get_logger())
+        self._depth = Depth3D(self, self._log, functools.partial(self._count, 'without_3d'))
+        # Since when frames wait for the inference thread (None: none waits): the watchdog.
+        self._waiting_since: float | None = None
         # Last: a refused start-up value raises here, and rclpy then destroys this node.
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
@@ -206,8 +227,10 @@ class ClipPerceptionNode(LifecycleNode):
         # Coroutines in a group of their own: one pending in the default (mutually
         # exclusive) group would hold back the subscriptions until it ends.
         planner = ReentrantCallbackGroup()
-        self.create_service(Detect, '~/detect', self._on_detect, callback_group=planner)
-        self.create_service(Find, '~/find', self._on_find, callback_group=planner)
+        self.create_service(Detect, '~/detect', self._on_detect, callback_group=planner,
+                            qos_profile=SERVICE_QOS)
+        self.create_service(Find, '~/find', self._on_find, callback_group=planner,
+                            qos_profile=SERVICE_QOS)
         # Triggered by the inference thread when it answered: the executor wakes and
         # resumes the waiting service coroutines.
         self._answered = self.create_guard_condition(lambda: None, callback_group=planner)
@@ -226,7 +249,9 @@ class ClipPerceptionNode(LifecycleNode):
             stream_settings(self._values(STREAM_PARAMETERS))
             check_choices(self._values(('image_reliability', 'image_transport', 'precision')))
             self.input_topics = self._input_topic_names()
-            self._depth_topic_names()
+            self._depth_pairs = depth_topic_pairs(self._value('depth_topics'),
+                                                  self._value('camera_info_topics'),
+                                                  len(self.input_topics))
         except (ValueError, InvalidTopicNameException) as error:
             return self._cannot_start(error)
         self.detections_pub = self.create_lifecycle_publisher(
@@ -238,13 +263,19 @@ class ClipPerceptionNode(LifecycleNode):
             durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.debug_pub = self.create_lifecycle_publisher(Image, '~/debug_image',
                                                          qos_profile_sensor_data)
-        self.heatmap_pub = self.create_lifecycle_publisher(Image, '~/heatmap',
-                                                           qos_profile_sensor_data)
-        self.detections_3d_pub = self.create_lifecycle_publisher(
-            Detection3DArray, 'detections_3d', 10)
         self._publishers_out = [self.detections_pub, self.classification_pub,
-                                self.label_info_pub, self.debug_pub, self.heatmap_pub,
-                                self.detections_3d_pub]
+                                self.label_info_pub, self.debug_pub]
+        # Only where they can publish: heatmaps with a heatmap localizer, 3D with depth.
+        self.heatmap_pub = self.detections_3d_pub = None
+        if self._value('localizer') in HEATMAP_LOCALIZERS:
+            self.heatmap_pub = self.create_lifecycle_publisher(Image, '~/heatmap',
+                                                               qos_profile_sensor_data)
+            self._publishers_out.append(self.heatmap_pub)
+        if self._depth_pairs:
+            self.detections_3d_pub = self.create_lifecycle_publisher(
+                Detection3DArray, 'detections_3d', 10)
+            self._publishers_out.append(self.detections_3d_pub)
+        self._depth.publisher = self.detections_3d_pub
         return super().on_configure(state)
 
     @_reported
@@ -270,8 +301,9 @@ class ClipPerceptionNode(LifecycleNode):
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._inference_loop, args=(self._stop,),
                                         name='clip_inference', daemon=True)
+        self._waiting_since = None
         self._worker.start()
-        self._subscribe_depth()
+        self._inputs += self._depth.subscribe(self.input_topics, self._depth_pairs)
         self._subscribe_inputs()
         self._publish_label_info()
         self.get_logger().info(
@@ -312,6 +344,8 @@ class ClipPerceptionNode(LifecycleNode):
             self.destroy_subscription(subscription)
         self._inputs.clear()
         with self._wake:
+            for parked in self._pending.values():
+                parked.release()
             self._pending.clear()
             self._latest.clear()
             queries, self._queries = self._queries, []
@@ -327,6 +361,7 @@ class ClipPerceptionNode(LifecycleNode):
         for publisher in self._publishers_out:
             self.destroy_lifecycle_publisher(publisher)
         self._publishers_out.clear()
+        self.heatmap_pub = self.detections_3d_pub = self._depth.publisher = None
 
     def stop_inference(self, wait_sec: float = STOP_WAIT_SEC) -> bool:
         """
@@ -362,7 +397,7 @@ class ClipPerceptionNode(LifecycleNode):
         self._max_image_pixels = self._value('max_image_pixels')
         self._memory_on = self._value('memory')
         self.memory.settings = memory_settings(
-            self._values(('memory_frames', 'memory_period', 'memory_max_age')))
+            self._values(('memory_frames', 'memory_period', 'memory_max_age', 'memory_max_mb')))
 
     def _validate_parameters(self, parameters) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters}
@@ -370,7 +405,9 @@ class ClipPerceptionNode(LifecycleNode):
             if changes.keys() & set(STREAM_PARAMETERS):
                 values = self._values(STREAM_PARAMETERS)
                 values.update({k: v for k, v in changes.items() if k in STREAM_PARAMETERS})
-                stream_settings(values)
+                settings, _ = stream_settings(values)
+                if self.detector is not None:  # what only the model can tell (patch size)
+                    self.detector.check_settings(settings)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         return SetParametersResult(successful=True)
@@ -385,7 +422,8 @@ class ClipPerceptionNode(LifecycleNode):
             self._next_settings = settings
         if {'labels', 'score_threshold'} & names and self.detector is not None:
             self._publish_label_info()
-        self.get_logger().info(f'updated: {", ".join(sorted(names))}')
+        # throttled: a parameter storm must not become a log storm
+        self._log.info(('updated',), f'updated: {", ".join(sorted(names))}')
 
     def _take_new_settings(self) -> None:
         """Give the detector the latest parameter values (prompts are encoded here, once)."""
@@ -406,8 +444,8 @@ class ClipPerceptionNode(LifecycleNode):
         try:
             self.detector.update(**changed)
         except Exception as error:  # the encoder may refuse prompts: keep the old settings
-            self.get_logger().error(f'parameter change not applied: {type(error).__name__}: '
-                                    f'{error}')
+            self._log.error(('parameter change', type(error).__name__),
+                            f'parameter change not applied: {type(error).__name__}: {error}')
 
     def _on_enable(self, request, response):
         result = self.set_parameters([Parameter('enabled', value=bool(request.data))])[0]
@@ -426,36 +464,6 @@ class ClipPerceptionNode(LifecycleNode):
         suffix = '/compressed' if self._value('image_transport') == 'compressed' else ''
         return [self.resolve_topic_name(topic).rstrip('/') + suffix for topic in topics]
 
-    def _depth_topic_names(self) -> list[tuple[str, str]]:
-        """Return per input topic its (depth, camera_info) topics, resolved; [] without 3D."""
-        depth, info = (list(self._value(n)) for n in ('depth_topics', 'camera_info_topics'))
-        if not depth and not info:
-            return []
-        if not all(isinstance(topic, str) for topic in depth + info):
-            raise ValueError('depth_topics and camera_info_topics must be lists of topic names')
-        images = len(self._value('image_topics'))
-        if not len(depth) == len(info) == images:
-            raise ValueError(f'depth_topics ({len(depth)}) and camera_info_topics '
-                             f'({len(info)}) must name one topic per image topic ({images})')
-        for topic in depth + info:
-            validate_topic_name(topic)
-        return [(self.resolve_topic_name(d), self.resolve_topic_name(i))
-                for d, i in zip(depth, info)]
-
-    def _subscribe_depth(self) -> None:
-        """Keep the newest depth images and camera infos of each camera for _publish_3d."""
-        qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST,
-                         reliability=ReliabilityPolicy.BEST_EFFORT)  # matches either
-        self._depth_inputs = {}
-        for image_topic, topics in zip(self.input_topics, self._depth_topic_names()):
-            buffers = tuple(StampBuffer(topic) for topic in topics)
-            self._depth_inputs[image_topic] = buffers
-            for msg_type, topic, buffer in zip((Image, CameraInfo), topics, buffers):
-                self._inputs.append(self.create_subscription(
-                    msg_type, topic, lambda msg, b=buffer: b.add(
-                        messages.stamp_ns(msg.header), msg),
-                    qos))
-
     def _subscribe_inputs(self) -> None:
         reliability = (ReliabilityPolicy.RELIABLE if self._value('image_reliability') == 'reliable'
                        else ReliabilityPolicy.BEST_EFFORT)
@@ -473,11 +481,15 @@ class ClipPerceptionNode(LifecycleNode):
         if not self._enabled:
             self.counters['paused'] += 1
             return
-        parked = ParkedImage(topic, msg, received)
+        parked = ParkedImage(topic, msg, received, self._depth.claim(topic, msg.header))
         with self._wake:
-            if topic in self._pending:
+            replaced = self._pending.get(topic)
+            if replaced is not None:
                 self.counters['dropped'] += 1
+                replaced.release()
             self._pending[topic] = self._latest[topic] = parked
+            if self._waiting_since is None:
+                self._waiting_since = received
             self._wake.notify()
 
     def _frame_of(self, msg) -> tuple[Frame, Frame]:
@@ -491,7 +503,7 @@ class ClipPerceptionNode(LifecycleNode):
         else:
             converted = frame_from_raw(msg.height, msg.width, msg.encoding, msg.step, msg.data)
         frame = fit_to_pixel_budget(converted, self._max_image_pixels)
-        self.detector.settings.check_frame(*frame.pixels.shape[:2])
+        self.detector.check_frame(*frame.pixels.shape[:2])
         return converted, frame
 
     def _convert(self, parked: ParkedImage) -> Frame | None:
@@ -500,27 +512,31 @@ class ClipPerceptionNode(LifecycleNode):
             converted, frame = self._frame_of(parked.msg)
         except (ImageError, ValueError) as error:
             self.counters['rejected'] += 1
-            kind = getattr(error, 'kind', 'windows')  # an ImageError's, or check_frame's
-            self._log_throttled(('rejected', parked.topic, kind), 'warning',
-                                f'{parked.topic}: image rejected: {error}')
+            kind = getattr(error, 'kind', 'size')  # an ImageError's, or check_frame's
+            self._log.warning(('rejected', parked.topic, kind),
+                              f'{parked.topic}: image rejected: {error}')
             return None
         if frame.scale != converted.scale:
             height, width = converted.pixels.shape[:2]
-            self._log_throttled(('downscaled', parked.topic), 'warning',
-                                f'{parked.topic}: {width}×{height} image exceeds '
-                                f'max_image_pixels={self._max_image_pixels}: downscaled for '
-                                'inference (boxes stay in input pixels)')
+            self._log.warning(('downscaled', parked.topic),
+                              f'{parked.topic}: {width}×{height} image exceeds '
+                              f'max_image_pixels={self._max_image_pixels}: downscaled for '
+                              'inference (boxes stay in input pixels)')
         return frame
 
-    def _log_throttled(self, key: tuple, level: str, text: str) -> None:
-        """Log `text` at most once per _LOG_EVERY_SEC for each `key` (kind, topic, …)."""
-        now = time.monotonic()
-        if now - self._last_logged.get(key, -_LOG_EVERY_SEC) >= _LOG_EVERY_SEC:
-            self._last_logged[key] = now
-            getattr(self.get_logger(), level)(text)
-
     # --- inference ------------------------------------------------------------------
+    def _count(self, counter: str, amount: int = 1) -> None:
+        self.counters[counter] += amount
+
     def _inference_loop(self, stop: threading.Event) -> None:
+        """
+        Answer queries and process frames until `stop`; survive anything a frame raises.
+
+        Whatever a frame or a query raises (a defect, a full memory, a publisher gone)
+        is counted and logged, and the loop goes on with the next one: a dead thread
+        would leave a node that looks healthy and never answers again.
+        """
+        queries = []
         try:
             while not stop.is_set():
                 with self._wake:
@@ -529,19 +545,44 @@ class ClipPerceptionNode(LifecycleNode):
                     queries, self._queries = self._queries, []
                     parked = list(self._pending.values())
                     self._pending.clear()
-                for query in queries:  # a planner waits for these: before the next frame
-                    self._answer(query)
+                while queries:  # a planner waits for these: before the next frame
+                    self._answer(queries.pop(0), stop)
                 if parked and not stop.is_set():
-                    self._process(parked, stop)
+                    try:
+                        self._process(parked, stop)
+                    except InferenceCancelled:
+                        raise
+                    except Exception as error:  # counted, logged, next frame
+                        self._frame_failed('processing', error)
+                    finally:
+                        for item in parked:
+                            item.release()
+                        self._made_progress()
         except InferenceCancelled:
             pass  # stopping
         finally:
             with self._wake:
-                queries, self._queries = self._queries, []
+                queries, self._queries = queries + self._queries, []
             for query in queries:
                 query.fail(QueryError('the node is stopping'))
             if queries:
                 self._answered.trigger()
+
+    def _made_progress(self) -> None:
+        """Frames were handled: the watchdog counts from the oldest one still waiting."""
+        with self._wake:
+            self._waiting_since = min((p.received for p in self._pending.values()),
+                                      default=None)
+
+    def stalled_sec(self) -> float:
+        """Seconds frames have waited without the inference thread finishing one (0: fine)."""
+        since = self._waiting_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def _frame_failed(self, stage: str, error: Exception) -> None:
+        self.counters['failed'] += 1
+        self._log.error(('failed', stage, type(error).__name__),
+                        f'{stage} failed: {type(error).__name__}: {error}')
 
     def _process(self, parked: list[ParkedImage], stop: threading.Event) -> None:
         self._take_new_settings()
@@ -553,13 +594,21 @@ class ClipPerceptionNode(LifecycleNode):
         results = self._detect([frame for _, frame in ready], remember)
         self._engine_time.add(time.monotonic() - started)
         for (item, frame), result in zip(ready, results):
-            if result is not None and self._tracking is not None:
-                result = replace(result, detections=self._tracker(item.topic).update(
-                    result.detections))
-            if result is not None and result.regions is not None:
-                self._remember(item, frame, result.regions)
-            if result is not None and not self._publish(item, frame, result, stop):
-                return
+            if result is None:
+                continue
+            if stop.is_set() or not self.context.ok():
+                return  # stopping: nothing more is published
+            try:
+                if self._tracking is not None:
+                    result = replace(result, detections=self._tracker(item.topic).update(
+                        result.detections, result.uncertain))
+                if result.regions is not None:
+                    self._remember(item, frame, result.regions)
+                self._publish(item, frame, result)
+            except Exception as error:  # this frame is lost, the next ones not
+                if stop.is_set() or not self.context.ok():
+                    return  # a context shut down by a signal mid-publish: nothing to report
+                self._frame_failed('publishing', error)
 
     def _detect(self, frames: list[Frame], remember: list[bool]) -> list:
         """
@@ -578,77 +627,28 @@ class ClipPerceptionNode(LifecycleNode):
             if len(frames) > 1:
                 return [self._detect([frame], [keep])[0]
                         for frame, keep in zip(frames, remember)]
-            self.counters['failed'] += 1
-            self._log_throttled(('failed', type(error).__name__), 'error',
-                                f'inference failed: {type(error).__name__}: {error}')
+            self._frame_failed('inference', error)
             return [None]
 
-    def _publish(self, parked: ParkedImage, frame: Frame, result,
-                 stop: threading.Event) -> bool:
-        """Publish one frame's outputs; False once `stop` is set (nothing sent then)."""
-        if stop.is_set() or not self.context.ok():
-            return False
+    def _publish(self, parked: ParkedImage, frame: Frame, result) -> None:
+        """Publish one frame's outputs: detections, classification, 3D and debug images."""
         header = parked.msg.header
-        try:
-            detections = messages.detection_array(header, result.detections, frame.scale)
-            self.detections_pub.publish(detections)
-            self.classification_pub.publish(messages.classification(header,
-                                                                    result.classification))
-            boxes_3d = self._publish_3d(parked, detections)
-            if self._publish_debug and self.debug_pub.get_subscription_count() > 0:
-                self.debug_pub.publish(messages.debug_image(
-                    header, frame.pixels, frame.bgr,
-                    messages.detection_array(header, result.detections), boxes_3d))
-            if (self._publish_debug and result.heatmaps is not None
-                    and self.heatmap_pub.get_subscription_count() > 0):
-                self.heatmap_pub.publish(messages.heatmap_image(
-                    header, frame.pixels, frame.bgr, result.heatmaps, result.heatmap_labels))
-        except Exception:  # a context shut down by a signal mid-publish: nothing to report
-            if stop.is_set() or not self.context.ok():
-                return False
-            raise
+        detections = messages.detection_array(header, result.detections, frame.scale)
+        self.detections_pub.publish(detections)
+        self.classification_pub.publish(messages.classification(header, result.classification))
+        boxes_3d = self._depth.publish(parked.topic, parked.msg, parked.depth, detections,
+                                       self._value('depth_slop'))
+        if self._publish_debug and self.debug_pub.get_subscription_count() > 0:
+            self.debug_pub.publish(messages.debug_image(
+                header, frame.pixels, frame.bgr,
+                messages.detection_array(header, result.detections), boxes_3d))
+        if (self._publish_debug and result.heatmaps is not None and self.heatmap_pub
+                and self.heatmap_pub.get_subscription_count() > 0):
+            self.heatmap_pub.publish(messages.heatmap_image(
+                header, frame.pixels, frame.bgr, result.heatmaps, result.heatmap_labels))
         self._latency.add(time.monotonic() - parked.received)
         self._output_rate.tick()
         self.counters['processed'] += 1
-        return True
-
-    def _publish_3d(self, parked: ParkedImage, detections) -> list | None:
-        """
-        Publish the frame's detections in 3D, when it has depth: per detection its Box3D.
-
-        Without a usable depth image or camera info for the frame (none yet, stamped
-        too far off, bad encoding, another size) nothing is published, the frame
-        is counted as without_3d and the reason logged; the 2D outputs are not touched.
-        """
-        inputs = self._depth_inputs.get(parked.topic)
-        if inputs is None:
-            return None
-        header, msg = parked.msg.header, parked.msg
-        stamp = messages.stamp_ns(header)
-        slop = int(self._value('depth_slop') * NS_PER_SEC)
-        try:
-            depth_msg = inputs[0].closest(stamp, slop)
-            camera = Pinhole.from_k(inputs[1].closest(stamp, slop).k)
-            depth = depth_from_raw(depth_msg.height, depth_msg.width, depth_msg.encoding,
-                                   depth_msg.step, depth_msg.is_bigendian, depth_msg.data)
-            size = getattr(msg, 'width', None), getattr(msg, 'height', None)
-            if None not in size and depth.shape != size[::-1]:
-                raise ValueError(f'the depth image is {depth.shape[1]}×{depth.shape[0]}, the '
-                                 f'colour image {size[0]}×{size[1]}: they must be aligned')
-        except (NoMatch, ImageError, ValueError) as error:
-            self.counters['without_3d'] += 1
-            kind = getattr(error, 'kind', type(error).__name__)  # throttled per kind of fault
-            self._log_throttled(('3d', parked.topic, kind), 'warning',
-                                f'{parked.topic}: no 3D for this frame: {error}')
-            return None
-        array, boxes = messages.detection_3d_array(header, detections, depth, camera)
-        if len(array.detections) < len(boxes):
-            self._log_throttled(('3d boxes', parked.topic), 'warning',
-                                f'{parked.topic}: {len(boxes) - len(array.detections)} '
-                                'detections without valid depth (0 or NaN) inside their box: '
-                                'left out of detections_3d')
-        self.detections_3d_pub.publish(array)
-        return boxes
 
     def _tracker(self, topic: str) -> Tracker:
         if topic not in self._trackers:
@@ -658,12 +658,14 @@ class ClipPerceptionNode(LifecycleNode):
     # --- memory and planner services -------------------------------------------------
     def _memory_due(self, parked: ParkedImage) -> bool:
         return (self._memory_on and self.detector.settings.localizer in REGION_LOCALIZERS
-                and self.memory.due(parked.topic, messages.stamp_ns(parked.msg.header)))
+                and self.memory.due(parked.topic, self.get_clock().now().nanoseconds))
 
     def _remember(self, parked: ParkedImage, frame: Frame, regions) -> None:
+        """Store a frame; its period and age count on the node's clock, not its stamp."""
         header = parked.msg.header
         self.memory.add(StoredFrame(parked.topic, messages.stamp_ns(header), header.frame_id,
-                                    regions.scaled(frame.scale)))
+                                    regions.scaled(frame.scale)),
+                        self.get_clock().now().nanoseconds)
 
     async def _ask_inference_thread(self, run):
         """Run `run` on the inference thread and return its result; QueryError says why not."""
@@ -672,11 +674,14 @@ class ClipPerceptionNode(LifecycleNode):
             if self.detector is None or self._worker is None or self._stop.is_set():
                 raise QueryError(f'the node is not active (state '
                                  f'{self._state_machine.current_state[1]})')
+            if len(self._queries) >= MAX_WAITING_QUERIES:
+                raise QueryError(f'busy: {len(self._queries)} requests are waiting, try again')
             self._queries.append(query)
             self._wake.notify()
         deadline = time.monotonic() + QUERY_WAIT_SEC
         while not query.done.is_set():
             if time.monotonic() >= deadline:
+                query.cancelled.set()  # the work in progress stops at its next chunk
                 with self._wake:
                     if query in self._queries:
                         self._queries.remove(query)
@@ -687,12 +692,16 @@ class ClipPerceptionNode(LifecycleNode):
             raise query.error
         return query.result
 
-    def _answer(self, query: Query) -> None:
+    def _answer(self, query: Query, stop: threading.Event) -> None:
         try:
-            query.result = query.run()
+            if query.cancelled.is_set():
+                raise QueryError('the caller stopped waiting')
+            query.result = query.run(query.cancelled)
         except InferenceCancelled:
-            query.fail(QueryError('the node is stopping'))
-            raise
+            if stop.is_set():
+                query.fail(QueryError('the node is stopping'))
+                raise
+            query.error = QueryError('cancelled: the caller stopped waiting')
         except QueryError as error:
             query.error = error
         except (ImageError, ValueError) as error:  # bad image, invalid labels
@@ -700,11 +709,17 @@ class ClipPerceptionNode(LifecycleNode):
         except Exception as error:  # the node keeps running; the caller learns why
             query.error = QueryError(f'failed: {type(error).__name__}: {error}')
         query.done.set()
-        self._answered.trigger()
+        try:
+            self._answered.trigger()
+        except Exception as error:  # a node being destroyed: nobody waits any more
+            self._log.warning(('answered',), f'could not wake the executor: {error}')
 
     async def _on_detect(self, request, response):
         try:
             labels = tuple(request.labels)
+            if len(labels) > MAX_QUERY_LABELS:
+                raise QueryError(f'at most {MAX_QUERY_LABELS} labels per request, got '
+                                 f'{len(labels)}')
             threshold = float(request.score_threshold)
             if not 0.0 <= threshold <= 1.0:  # NaN too
                 raise QueryError(f"score_threshold must lie in (0, 1] (0: the node's), "
@@ -713,7 +728,7 @@ class ClipPerceptionNode(LifecycleNode):
             changes = {'labels': labels,
                        'score_threshold': threshold or self._value('score_threshold')}
             header, frame, result = await self._ask_inference_thread(
-                lambda: self._detect_on_request(request, changes))
+                lambda cancelled: self._detect_on_request(request, changes, cancelled))
         except QueryError as error:
             response.success, response.message = False, f'~/detect: {error}'
             self.get_logger().warning(response.message)
@@ -724,14 +739,15 @@ class ClipPerceptionNode(LifecycleNode):
         response.message = f'{len(result.detections)} detections'
         return response
 
-    def _detect_on_request(self, request, changes: dict):
+    def _detect_on_request(self, request, changes: dict, cancelled: threading.Event):
         """On the inference thread: (header, frame, FrameResult) of a ~/detect request."""
         if request.image.data:
             msg = request.image
         else:
             msg = self._latest_frame(request.camera)
         _, frame = self._frame_of(msg)
-        result = self.detector.detect_query([frame.pixels], bgr=frame.bgr, **changes)[0]
+        result = self.detector.detect_query([frame.pixels], bgr=frame.bgr, cancelled=cancelled,
+                                            **changes)[0]
         return msg.header, frame, result
 
     def _latest_frame(self, camera: str):
@@ -739,6 +755,11 @@ class ClipPerceptionNode(LifecycleNode):
         with self._wake:
             latest = dict(self._latest)
         if camera:
+            try:
+                validate_topic_name(camera)
+            except InvalidTopicNameException as error:
+                raise QueryError(f'camera {camera!r} is not a valid topic name: '
+                                 f'{str(error).splitlines()[0]}') from None
             named = {topic: topic for topic in self.input_topics}
             named.update(zip(self._value('image_topics'), self.input_topics))
             topic = named.get(camera) or named.get(self.resolve_topic_name(camera)
@@ -764,7 +785,7 @@ class ClipPerceptionNode(LifecycleNode):
             if all(window) and window[0] > window[1]:
                 raise QueryError('start is after end')
             found = await self._ask_inference_thread(
-                lambda: self._search(query, top_k, *window))
+                lambda cancelled: self._search(query, top_k, *window))
         except QueryError as error:
             response.success, response.message = False, f'~/find: {error}'
             self.get_logger().warning(response.message)
@@ -782,6 +803,7 @@ class ClipPerceptionNode(LifecycleNode):
                              f'{", ".join(REGION_LOCALIZERS)})')
         if not self._memory_on:
             raise QueryError('the memory is off (parameter memory)')
+        self.memory.forget(self.get_clock().now().nanoseconds)  # memory_max_age, also idle
         if not len(self.memory):
             raise QueryError('no frame is stored yet')
         classes = self.detector.query_embeddings(query_label(query))
@@ -814,8 +836,17 @@ class ClipPerceptionNode(LifecycleNode):
             'max_batch': detector.batch_size if detector else self._value('max_batch'),
             'enabled': self._enabled,
         }
+        stalled = self.stalled_sec()
+        if stalled:
+            values['waiting_sec'] = f'{stalled:.1f}'
         if state != 'active':
             level, message = DiagnosticStatus.OK, state
+        elif self._worker is None or not self._worker.is_alive():
+            level, message = DiagnosticStatus.ERROR, 'the inference thread has ended'
+        elif stalled > self._value('watchdog_sec'):
+            level, message = DiagnosticStatus.ERROR, (
+                f'no frame handled for {stalled:.0f} s while frames arrive (watchdog_sec '
+                f'{self._value("watchdog_sec"):g}): inference is stalled')
         elif not self._enabled:
             level, message = DiagnosticStatus.OK, 'paused'
         elif c['failed']:
@@ -851,6 +882,15 @@ class ClipPerceptionNode(LifecycleNode):
         self._state_machine.destroy_when_not_in_use()
 
 
+def rcl_reason(error: Exception) -> str:
+    """Return the reason in an rcl error, without the C source locations after it."""
+    if isinstance(error, UnknownROSArgsError):  # its text is the list of arguments
+        return f'unknown ROS arguments {str(error).strip("[]")}'
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = text.removeprefix('failed to initialize rcl: ')
+    return re.sub(r'(, at [^,]*\.c:\d+)+$', '', text)
+
+
 def main(args=None) -> int:
     """
     Run the node; exit 0 on SIGINT/SIGTERM (what `ros2 launch` sends), 1 when it cannot start.
@@ -859,7 +899,12 @@ def main(args=None) -> int:
     ends the process at once (os._exit): a thread still inside torch at interpreter
     exit can abort the process.
     """
-    rclpy.init(args=args)  # SIGINT and SIGTERM shut the context down: spin returns
+    try:
+        rclpy.init(args=args)  # SIGINT and SIGTERM shut the context down: spin returns
+    except (RCLError, UnknownROSArgsError) as error:  # a broken parameter file, say
+        rclpy.logging.get_logger('clip_perception').fatal(
+            f'cannot start: the ROS arguments could not be read: {rcl_reason(error)}')
+        return 1
     executor = SingleThreadedExecutor()  # before the node: a signal may come at any time
     node = None
     code, finished = 0, True

@@ -10,7 +10,8 @@ read parameter files with it).
 import array
 from dataclasses import dataclass, replace
 
-from clip_perception.engine.detector import CLASSIFICATIONS, DetectorSettings, LOCALIZERS
+from clip_perception.engine.detector import (CLASSIFICATIONS, DetectorSettings, LOCALIZERS,
+                                             REFERENCE_FRAME)
 from clip_perception.engine.memory import MemorySettings
 from clip_perception.engine.model_loading import DEFAULT_MODEL, PRECISIONS
 from clip_perception.engine.prompts import validate_prompts
@@ -22,8 +23,6 @@ _DETECTOR = DetectorSettings()
 _MEMORY = MemorySettings()
 _TRACKER = TrackerSettings()
 _WINDOWS = WindowSpec()
-# Window settings are checked on a frame of this size (height, width) when they are set.
-REFERENCE_FRAME = (480, 640)
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,11 @@ PARAMETERS = (
                   "dense, gradcam: the frame's shorter side in pixels as the encoder sees it "
                   "(position embeddings interpolated); 0: the model's input size",
                   limits=(0, 4096)),
+    ParameterSpec('max_map_patches', _DETECTOR.max_map_patches, 'integer',
+                  'dense, gradcam: most encoder patches one frame may need (map_size fixes '
+                  'the shorter side, the longer one follows the aspect ratio); a map_size '
+                  f'that needs more on a {REFERENCE_FRAME[1]}x{REFERENCE_FRAME[0]} frame is '
+                  'refused, a frame that needs more is rejected', limits=(1, 1_000_000)),
     ParameterSpec('heatmap_threshold', _DETECTOR.heatmap_threshold, 'double',
                   "gradcam: a box is a region where a label's map reaches this fraction of "
                   'its peak', limits=(0.0, 1.0)),
@@ -132,6 +136,10 @@ PARAMETERS = (
     ParameterSpec('enabled', True, 'bool',
                   'Run inference; false pauses it and keeps the subscriptions '
                   '(also the ~/enable service)'),
+    ParameterSpec('watchdog_sec', 30.0, 'double',
+                  '/diagnostics reports ERROR when frames have waited this many seconds '
+                  'without the inference thread finishing one (stalled or ended)',
+                  limits=(1.0, 86400.0)),
     ParameterSpec('tracking', False, 'bool',
                   'Give each detection a track id (Detection2D.id) that stays with its object '
                   'across frames, per camera (ByteTrack-style, two association passes)'),
@@ -145,18 +153,26 @@ PARAMETERS = (
     ParameterSpec('track_max_missed', _TRACKER.max_missed, 'integer',
                   'tracking: frames a track survives without a detection before its id retires',
                   limits=(0, 10_000)),
+    ParameterSpec('track_max_tracks', _TRACKER.max_tracks, 'integer',
+                  'tracking: most tracks kept per camera (at least max_detections); the ones '
+                  'unmatched longest retire first', limits=(1, 100_000)),
     ParameterSpec('memory', True, 'bool',
                   "Keep recent frames' regions and embeddings for the ~/find service "
                   '(localizers windows and dense)'),
     ParameterSpec('memory_frames', _MEMORY.max_frames, 'integer',
                   'Most frames the memory keeps (all cameras); the oldest are forgotten first',
                   limits=(1, 100_000)),
+    ParameterSpec('memory_max_mb', _MEMORY.max_bytes // 2 ** 20, 'integer',
+                  "Most MiB the stored frames' embeddings and boxes take (2 bytes per "
+                  'embedding value: 54 windows of CLIP ViT-B/32 take 0.06 MiB a frame); the '
+                  'oldest are forgotten first',
+                  limits=(1, 65536)),
     ParameterSpec('memory_period', _MEMORY.period_sec, 'double',
-                  "Seconds (by the images' stamps) between two stored frames of one camera; "
+                  "Seconds (on the node's clock) between two stored frames of one camera; "
                   '0: every processed frame', limits=(0.0, 3600.0)),
     ParameterSpec('memory_max_age', _MEMORY.max_age_sec, 'double',
-                  'Frames stamped this many seconds before the newest are forgotten; 0: only '
-                  'memory_frames limits', limits=(0.0, 1e7)),
+                  "Frames stored this many seconds ago (on the node's clock) are forgotten; "
+                  '0: only memory_frames and memory_max_mb limit', limits=(0.0, 1e7)),
 )
 
 BY_NAME = {spec.name: spec for spec in PARAMETERS}
@@ -165,19 +181,21 @@ BY_NAME = {spec.name: spec for spec in PARAMETERS}
 _SETTINGS_FIELDS = ('labels', 'prompt_templates', 'background_prompts', 'score_threshold',
                     'nms_iou', 'max_detections', 'max_batch', 'box_refinement',
                     'box_regression', 'max_windows', 'classification', 'localizer',
-                    'map_size', 'heatmap_threshold')
+                    'map_size', 'heatmap_threshold', 'max_map_patches')
 _WINDOW_FIELDS = {'window_scales': 'scales', 'window_aspect_ratios': 'aspect_ratios',
                   'window_overlap': 'overlap'}
 DETECTOR_PARAMETERS = _SETTINGS_FIELDS + tuple(_WINDOW_FIELDS)
-TRACKING_PARAMETERS = ('tracking', 'track_low_score', 'track_match_iou', 'track_max_missed')
+TRACKING_PARAMETERS = ('tracking', 'track_low_score', 'track_match_iou', 'track_max_missed',
+                       'track_max_tracks')
 # What shapes the stream of detections: the detector and the tracker (stream_settings).
 STREAM_PARAMETERS = DETECTOR_PARAMETERS + TRACKING_PARAMETERS
 
 
 def memory_settings(values: dict) -> MemorySettings:
-    """Values of memory_frames, memory_period, memory_max_age -> MemorySettings."""
+    """Values of memory_frames, memory_period, memory_max_age, memory_max_mb -> MemorySettings."""
     return MemorySettings(max_frames=values['memory_frames'], period_sec=values['memory_period'],
-                          max_age_sec=values['memory_max_age'])
+                          max_age_sec=values['memory_max_age'],
+                          max_bytes=int(values['memory_max_mb'] * 2 ** 20))
 
 
 def check_choices(values: dict) -> None:
@@ -192,11 +210,45 @@ def check_choices(values: dict) -> None:
             raise ValueError(f'{name} must be one of {", ".join(choices)}, not {value!r}')
 
 
+_ELEMENT_TYPES = {'string_array': str, 'double_array': (int, float)}
+
+
+def check_types(values: dict) -> None:
+    """
+    Raise ValueError naming the first value whose type is not its parameter's.
+
+    rclpy checks the values it is given; a parameters file read without it (the
+    offline tools) is checked here: `labels: hammer` is not a list of labels.
+    """
+    for name, value in values.items():
+        spec = BY_NAME.get(name)
+        if spec is None:
+            continue
+        if spec.kind in _ELEMENT_TYPES:
+            if not isinstance(value, (list, tuple, array.array)) or not all(
+                    isinstance(v, _ELEMENT_TYPES[spec.kind]) and not isinstance(v, bool)
+                    for v in value):
+                raise ValueError(f'{name} must be a list of '
+                                 f'{"strings" if spec.kind == "string_array" else "numbers"}, '
+                                 f'got {value!r}')
+        elif spec.kind == 'double' and (isinstance(value, bool) or
+                                        not isinstance(value, (int, float))):
+            raise ValueError(f'{name} must be a number, got {value!r}')
+        elif spec.kind == 'integer' and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f'{name} must be an integer, got {value!r}')
+        elif spec.kind == 'bool' and not isinstance(value, bool):
+            raise ValueError(f'{name} must be true or false, got {value!r}')
+        elif spec.kind == 'string' and not isinstance(value, str):
+            raise ValueError(f'{name} must be a string, got {value!r}')
+
+
 def detector_settings(values: dict) -> DetectorSettings:
     """Values of DETECTOR_PARAMETERS -> validated DetectorSettings; ValueError says why."""
     def plain(value):
         # rclpy gives arrays as list or array.array
         return tuple(value) if isinstance(value, (list, tuple, array.array)) else value
+
+    check_types(values)
 
     windows = WindowSpec(**{field: plain(values[name]) for name, field in _WINDOW_FIELDS.items()})
     fields = {name: plain(values[name]) for name in _SETTINGS_FIELDS}
@@ -210,8 +262,9 @@ def stream_settings(values: dict) -> tuple[DetectorSettings, TrackerSettings | N
     """
     Values of STREAM_PARAMETERS -> the detector's settings and the tracker's (None: off).
 
-    With tracking the detector reports down to track_low_score, and the tracker
-    passes on those under score_threshold only where they continue a track.
+    With tracking the detector also reports its uncertain detections, down to
+    track_low_score (selected apart: the confident ones are those without tracking),
+    and the tracker passes those on only where they continue a track.
     """
     settings = detector_settings(values)
     if not values['tracking']:
@@ -219,18 +272,39 @@ def stream_settings(values: dict) -> tuple[DetectorSettings, TrackerSettings | N
     tracker = TrackerSettings(high_score=settings.score_threshold,
                               low_score=min(values['track_low_score'], settings.score_threshold),
                               match_iou=values['track_match_iou'],
-                              max_missed=values['track_max_missed'])
-    return replace(settings, score_threshold=tracker.low_score), tracker
+                              max_missed=values['track_max_missed'],
+                              max_tracks=max(values['track_max_tracks'],
+                                             settings.max_detections))
+    return replace(settings, uncertain_threshold=tracker.low_score), tracker
 
 
 def read_parameters_file(path, node_name: str = 'clip_perception') -> dict:
-    """Read the parameters a ROS parameter YAML gives `node_name` (`/**` entries included)."""
+    """
+    Read the parameters a ROS parameter YAML gives `node_name` (`/**` entries included).
+
+    ValueError names the file and what is wrong with it (missing, not YAML, not a
+    parameters file).
+    """
     import yaml
-    with open(path) as stream:
-        document = yaml.safe_load(stream) or {}
+    try:
+        with open(path) as stream:
+            document = yaml.safe_load(stream) or {}
+    except OSError as error:
+        raise ValueError(f'cannot read parameters file {path}: {error.strerror}') from None
+    except yaml.YAMLError as error:
+        where = getattr(error, 'problem_mark', None)
+        line = f' (line {where.line + 1})' if where is not None else ''
+        raise ValueError(f'parameters file {path} is not valid YAML{line}: '
+                         f'{getattr(error, "problem", None) or error}') from None
     values = {}
     for key in ('/**', node_name, f'/{node_name}'):
-        values.update((document.get(key) or {}).get('ros__parameters', {}))
+        section = document.get(key) if isinstance(document, dict) else None
+        if section is None:
+            continue
+        if not isinstance(section, dict) or not isinstance(
+                section.get('ros__parameters', {}), dict):
+            raise ValueError(f'parameters file {path}: {key} needs a ros__parameters mapping')
+        values.update(section.get('ros__parameters', {}))
     return values
 
 
@@ -239,4 +313,7 @@ def settings_from_file(path) -> DetectorSettings:
     values = {name: BY_NAME[name].default for name in DETECTOR_PARAMETERS}
     values.update({k: v for k, v in read_parameters_file(path).items()
                    if k in DETECTOR_PARAMETERS})
-    return detector_settings(values)
+    try:
+        return detector_settings(values)
+    except ValueError as error:
+        raise ValueError(f'parameters file {path}: {error}') from None

@@ -7,6 +7,7 @@ never imports this module.
 """
 from dataclasses import dataclass
 from pathlib import Path
+import sqlite3
 import sys
 import time
 from typing import Iterable
@@ -108,15 +109,27 @@ def write_image_bag(path: Path, frames: Iterable[BagFrame], topic: str = '/camer
     return Path(path)
 
 
+class BagError(ValueError):
+    """A path that is no readable rosbag2 (missing, no metadata, a corrupt database)."""
+
+
 def read_messages(path: Path, topics: Iterable[str] | None = None):
-    """(topic, msgtype, receive time ns, raw CDR bytes) of every message, in time order."""
-    from rosbags.rosbag2 import Reader
-    with Reader(Path(path)) as reader:
-        connections = [c for c in reader.connections if topics is None or c.topic in topics]
-        if not connections:  # rosbags reads every connection when given none
-            return
-        for connection, timestamp, data in reader.messages(connections=connections):
-            yield connection.topic, connection.msgtype, timestamp, bytes(data)
+    """
+    (topic, msgtype, receive time ns, raw CDR bytes) of every message, in time order.
+
+    BagError says why a bag cannot be read (also when it breaks off midway).
+    """
+    from rosbags.rosbag2 import Reader, ReaderError
+    try:
+        with Reader(Path(path)) as reader:
+            connections = [c for c in reader.connections
+                           if topics is None or c.topic in topics]
+            if not connections:  # rosbags reads every connection when given none
+                return
+            for connection, timestamp, data in reader.messages(connections=connections):
+                yield connection.topic, connection.msgtype, timestamp, bytes(data)
+    except (OSError, ReaderError, sqlite3.DatabaseError) as error:
+        raise BagError(f'cannot read the rosbag2 at {path}: {error}') from None
 
 
 def bag_images(path: Path, topic: str | None = None):

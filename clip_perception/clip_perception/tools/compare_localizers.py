@@ -26,6 +26,7 @@ import time
 
 from clip_perception.engine.detector import ZeroShotDetector
 from clip_perception.engine.model_loading import load_encoder
+from clip_perception.ros.package_files import resolve_model
 from clip_perception.ros.parameters import read_parameters_file, settings_from_file
 from clip_perception.tools.datasets import read_rgb, read_scenes
 from clip_perception.tools.evaluate import evaluate_scenes
@@ -74,7 +75,8 @@ def main(argv=None) -> None:
         if not model:
             parser.error(f'{params} names no model')
         settings = settings_from_file(params)
-        detector = ZeroShotDetector(load_encoder(model, args.device, 'auto', settings.localizer),
+        detector = ZeroShotDetector(load_encoder(resolve_model(model), args.device, 'auto',
+                                                 settings.localizer),
                                     settings)
         for style, scenes in scene_sets:
             figures = compare(detector, scenes)

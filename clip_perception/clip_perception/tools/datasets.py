@@ -40,10 +40,17 @@ class AnnotatedScene:
     objects: tuple[tuple[str, tuple[float, float, float, float]], ...]  # (label, xyxy)
 
 
+class DatasetError(ValueError):
+    """A data folder or file that cannot be read as what it should be; the text says why."""
+
+
 def read_rgb(path: Path) -> np.ndarray:
+    """Read an image file as H×W×3 uint8 RGB; DatasetError when missing or not an image."""
+    if not Path(path).is_file():
+        raise DatasetError(f'no image file at {path}')
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise FileNotFoundError(f'cannot read image {path}')
+        raise DatasetError(f'cannot decode image {path} (damaged, or not an image)')
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
@@ -53,10 +60,21 @@ def write_rgb(path: Path, pixels: np.ndarray) -> None:
         raise OSError(f'cannot write {path}')
 
 
+def _data_file(folder: Path, name: str, maker: str) -> Path:
+    """Return folder/name; DatasetError says what is missing and which command makes it."""
+    if not folder.is_dir():
+        raise DatasetError(f'no folder at {folder}')
+    path = folder / name
+    if not path.is_file():
+        raise DatasetError(f'no {name} in {folder} (python -m clip_perception.make_dataset '
+                           f'{maker} makes such a folder)')
+    return path
+
+
 def read_captions(folder: Path) -> list[CaptionedImage]:
     folder = Path(folder)
     items = []
-    with open(folder / 'captions.jsonl') as lines:
+    with open(_data_file(folder, 'captions.jsonl', 'crops')) as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -64,8 +82,9 @@ def read_captions(folder: Path) -> list[CaptionedImage]:
                 record = json.loads(line)
                 items.append(CaptionedImage(folder / record['image'], record['caption'],
                                             record.get('label')))
-            except (json.JSONDecodeError, KeyError) as error:
-                raise ValueError(f'{folder / "captions.jsonl"}:{number}: {error}') from error
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise DatasetError(f'{folder / "captions.jsonl"}:{number}: not a caption record '
+                                   f'({type(error).__name__}: {error})') from None
     return items
 
 
@@ -80,15 +99,24 @@ def write_captions(folder: Path, items: list[CaptionedImage]) -> None:
 
 
 def read_scenes(folder: Path) -> list[AnnotatedScene]:
+    """Read a COCO-style scene folder; DatasetError says what is missing or malformed."""
     folder = Path(folder)
-    document = json.loads((folder / 'annotations.json').read_text())
-    names = {c['id']: c['name'] for c in document['categories']}
-    objects: dict[int, list] = {image['id']: [] for image in document['images']}
-    for ann in document['annotations']:
-        x, y, w, h = ann['bbox']
-        objects[ann['image_id']].append((names[ann['category_id']], (x, y, x + w, y + h)))
-    return [AnnotatedScene(folder / image['file_name'], image['width'], image['height'],
-                           tuple(objects[image['id']])) for image in document['images']]
+    path = _data_file(folder, 'annotations.json', 'scenes')
+    try:
+        document = json.loads(path.read_text())
+        names = {c['id']: c['name'] for c in document['categories']}
+        objects: dict[int, list] = {image['id']: [] for image in document['images']}
+        for ann in document['annotations']:
+            x, y, w, h = ann['bbox']
+            objects[ann['image_id']].append((names[ann['category_id']], (x, y, x + w, y + h)))
+        scenes = [AnnotatedScene(folder / image['file_name'], image['width'], image['height'],
+                                 tuple(objects[image['id']])) for image in document['images']]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise DatasetError(f'{path}: not a COCO annotation file ({type(error).__name__}: '
+                           f'{error})') from None
+    if not scenes:
+        raise DatasetError(f'{path} lists no images')
+    return scenes
 
 
 def write_scenes(folder: Path, scenes: list[AnnotatedScene], categories) -> None:

@@ -26,11 +26,13 @@ from collections import Counter
 from dataclasses import replace
 import json
 from pathlib import Path
+import sys
 
 from clip_perception.engine.detector import ZeroShotDetector
 from clip_perception.engine.model_loading import load_encoder
 from clip_perception.engine.preprocess import frame_to_device, resize_bicubic
-from clip_perception.ros.parameters import settings_from_file
+from clip_perception.ros.package_files import resolve_model
+from clip_perception.tools.cli import one_line_errors, read_settings
 from clip_perception.tools.datasets import read_captions, read_rgb, read_scenes
 from clip_perception.tools.metrics import detection_ap, detection_ap_50_95, mean_ap
 import numpy as np
@@ -126,7 +128,8 @@ def _print_scenes(figures: dict, source, count: int, failures: int) -> None:
                     for label, score, name in detections[:failures]))
 
 
-def main(argv=None) -> None:
+@one_line_errors
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     parser.add_argument('--model', required=True)
     parser.add_argument('--params', type=Path, required=True,
@@ -138,8 +141,9 @@ def main(argv=None) -> None:
     parser.add_argument('--json', type=Path, help='also write the figures here')
     args = parser.parse_args(argv)
 
-    settings = settings_from_file(args.params)
-    detector = ZeroShotDetector(load_encoder(args.model, args.device, 'auto', settings.localizer),
+    settings, _ = read_settings(args.params)
+    detector = ZeroShotDetector(load_encoder(resolve_model(args.model), args.device, 'auto',
+                                             settings.localizer),
                                 settings)
     report = {'model': args.model, 'params': str(args.params), 'scenes': str(args.scenes)}
     if args.crops:
@@ -154,7 +158,8 @@ def main(argv=None) -> None:
         args.json.write_text(json.dumps(report, indent=1))
     print(f'scene_accuracy: {figures["scene_accuracy"]:.4f} ap50: {figures["ap50"]:.4f} '
           f'ap50_95: {figures["ap50_95"]:.4f} fp_per_blank: {figures["fp_per_blank"]:.4f}')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -7,7 +7,8 @@ Evaluate tracking as the node runs it: ids across the frames of recorded sequenc
 DIR holds rosbag2 sequences and their truth.json (tools/sequences.py). Each
 bag's images are read back in order and go through the detector and a fresh
 tracker with the parameter file's settings, tracking on (the node's
-stream_settings: detections down to track_low_score, the tracker's two passes).
+stream_settings: the confident detections and, apart, the uncertain ones down to
+track_low_score; the tracker's two passes).
 Tracked boxes are matched to the truth of their label at IoU >= 0.5
 (motmetrics). Where the bags carry depth and camera info, each tracked box
 matched to a true one is also placed in 3D as the node places it, and the
@@ -26,6 +27,7 @@ from clip_perception.engine.model_loading import load_encoder
 from clip_perception.engine.tracking import Tracker
 from clip_perception.ros.image_conversion import depth_from_raw, frame_from_raw
 from clip_perception.ros.messages import stamp_ns
+from clip_perception.ros.package_files import resolve_model
 from clip_perception.ros.parameters import (BY_NAME, read_parameters_file, STREAM_PARAMETERS,
                                             stream_settings)
 from clip_perception.ros.rosbag_io import (bag_images, CAMERA_INFO_TOPIC, DEPTH_TOPIC,
@@ -79,7 +81,8 @@ def tracked_sequence(detector: ZeroShotDetector, tracker: Tracker, bag: Path, tr
         stamp = stamp_ns(msg.header)
         assert stamp == expected['stamp_ns'], f'{bag}: frame {stamp} is not in the truth'
         frame = frame_from_raw(msg.height, msg.width, msg.encoding, msg.step, msg.data)
-        found = tracker.update(detector.detect(frame.pixels, bgr=frame.bgr).detections)
+        result = detector.detect(frame.pixels, bgr=frame.bgr)
+        found = tracker.update(result.detections, result.uncertain)
         frames.append(([(o['id'], o['label'], o['box']) for o in expected['objects']],
                        [(d.track_id, d.label, d.box) for d in found]))
         if camera is not None and stamp in depths:
@@ -102,7 +105,8 @@ def main(argv=None) -> int:
                    if k in STREAM_PARAMETERS})
     values['tracking'] = True
     settings, tracking = stream_settings(values)
-    detector = ZeroShotDetector(load_encoder(args.model, args.device, 'auto', settings.localizer),
+    detector = ZeroShotDetector(load_encoder(resolve_model(args.model), args.device, 'auto',
+                                             settings.localizer),
                                 settings)
     truth = json.loads((args.sequences / 'truth.json').read_text())
     errors = ([], [])

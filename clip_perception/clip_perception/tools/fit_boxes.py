@@ -23,6 +23,7 @@ from clip_perception.engine.detector import ZeroShotDetector
 from clip_perception.engine.model_loading import load_clip
 from clip_perception.engine.sliding_windows.box_regression import box_deltas, BoxRegressor
 from clip_perception.engine.sliding_windows.grid import window_grid, WindowSpec
+from clip_perception.ros.package_files import resolve_model
 from clip_perception.ros.parameters import settings_from_file
 from clip_perception.tools.datasets import read_rgb, read_scenes
 import numpy as np
@@ -107,7 +108,7 @@ def main(argv=None) -> None:
 
     if args.out is None and not Path(args.model).is_dir():
         parser.error('--out is needed when --model is not a local directory')
-    detector = ZeroShotDetector(load_clip(args.model, args.device, 'fp32'),
+    detector = ZeroShotDetector(load_clip(resolve_model(args.model), args.device, 'fp32'),
                                 settings_from_file(args.params))
     out = args.out or Path(args.model)
     scenes = read_scenes(args.scenes)

@@ -29,6 +29,7 @@ from clip_perception.engine.preprocess import frame_to_device
 from clip_perception.engine.prompts import DEFAULT_PROMPT_TEMPLATES
 from clip_perception.engine.sliding_windows.crops import crop_pixels
 from clip_perception.engine.sliding_windows.grid import window_grid, WindowSpec
+from clip_perception.ros.package_files import resolve_model
 from clip_perception.ros.parameters import settings_from_file
 from clip_perception.tools.assets import DEMO_PARAMS
 from clip_perception.tools.datasets import (AnnotatedScene, CaptionedImage, write_captions,
@@ -313,7 +314,8 @@ def main(argv=None) -> None:
             parser.error('hard needs --model')
         from clip_perception.engine.detector import ZeroShotDetector
         from clip_perception.engine.model_loading import load_clip
-        detector = ZeroShotDetector(load_clip(args.model, 'cpu'), settings_from_file(args.params))
+        detector = ZeroShotDetector(load_clip(resolve_model(args.model), 'cpu'),
+                                    settings_from_file(args.params))
         make_hard_crops(args.out, detector, args.count, args.seed)
 
 

@@ -26,9 +26,10 @@ from clip_perception.engine.vector_index import choose_kind, KINDS, VectorIndex
 from clip_perception.ros.image_conversion import frame_from_raw
 from clip_perception.ros.messages import stamp_ns
 from clip_perception.ros.package_files import resolve_model
-from clip_perception.ros.parameters import read_parameters_file, settings_from_file
 from clip_perception.ros.rosbag_io import bag_images
 from clip_perception.tools.assets import DEMO_MODEL, DEMO_PARAMS
+from clip_perception.tools.cli import (CliError, existing_path, one_line_errors,
+                                       read_settings, writable_file)
 import cv2
 import numpy as np
 
@@ -39,8 +40,9 @@ SHORTLIST_PER_MATCH = 50
 def remember_bag(detector: ZeroShotDetector, bag: Path, topic: str | None = None,
                  batch: int = 4) -> tuple[FrameMemory, dict]:
     """Every image of the bag into a memory; also {(topic, stamp_ns): pixels} for drawing."""
-    memory = FrameMemory(MemorySettings(max_frames=10**9, period_sec=0.0))
+    memory = FrameMemory(MemorySettings(max_frames=10**9, period_sec=0.0, max_bytes=2 ** 62))
     pictures, waiting = {}, []
+    skipped: dict[str, int] = {}  # why -> images left out
 
     def flush():
         results = detector.detect_batch([frame.pixels for _, _, frame in waiting],
@@ -53,12 +55,19 @@ def remember_bag(detector: ZeroShotDetector, bag: Path, topic: str | None = None
         waiting.clear()
 
     for name, msg in bag_images(bag, topic):
-        waiting.append((name, msg, frame_from_raw(msg.height, msg.width, msg.encoding,
-                                                  msg.step, msg.data)))
+        try:
+            frame = frame_from_raw(msg.height, msg.width, msg.encoding, msg.step, msg.data)
+            detector.check_frame(*frame.pixels.shape[:2])
+        except ValueError as error:  # ImageError too: a bad image is left out, not fatal
+            skipped[str(error)] = skipped.get(str(error), 0) + 1
+            continue
+        waiting.append((name, msg, frame))
         if len(waiting) == batch:
             flush()
     if waiting:
         flush()
+    for why, count in skipped.items():
+        print(f'{count} image(s) left out: {why}', file=sys.stderr)
     return memory, pictures
 
 
@@ -105,6 +114,7 @@ def contact_sheet(matches, pictures: dict, query: str, columns: int = 5) -> np.n
     return np.vstack([title, *rows])
 
 
+@one_line_errors
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     parser.add_argument('bag', type=Path, help='rosbag2 directory (or file)')
@@ -121,17 +131,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.query.strip() or args.top < 1:
         parser.error('the query must not be blank and --top must be >= 1')
-    settings = settings_from_file(args.params)
+    existing_path(args.bag, 'rosbag2')
+    settings, values = read_settings(args.params)
     if settings.localizer not in REGION_LOCALIZERS:
         parser.error(f'localizer {settings.localizer} keeps no region embeddings; use one of '
                      f'{", ".join(REGION_LOCALIZERS)}')
-    model = resolve_model(args.model or read_parameters_file(args.params).get('model')
-                          or str(DEMO_MODEL))
+    writable_file(args.sheet)
+    model = resolve_model(args.model or values.get('model') or str(DEMO_MODEL))
     detector = ZeroShotDetector(load_encoder(model, args.device, 'auto', settings.localizer),
                                 settings)
     memory, pictures = remember_bag(detector, args.bag, args.topic)
     if not len(memory):
-        print(f'no sensor_msgs/Image messages in {args.bag}', file=sys.stderr)
+        print(f'no usable sensor_msgs/Image messages in {args.bag}', file=sys.stderr)
         return 1
     matches = search(detector, memory, args.query, args.top, args.index)
     print(f'{len(memory)} frames, {memory.num_regions} regions searched for '
@@ -142,8 +153,12 @@ def main(argv=None) -> int:
         box = ', '.join(f'{v:.0f}' for v in match.box)
         print(f'{rank}. stamp {sec}.{nanosec:09d} frame_id {frame.frame_id} topic '
               f'{frame.camera} box [{box}] score {match.score:.3f}')
-    cv2.imwrite(str(args.sheet), contact_sheet(matches, pictures, args.query)[..., ::-1])
-    print(f'contact sheet: {args.sheet}')
+    if not matches:
+        print('no matches: no contact sheet written')
+    elif cv2.imwrite(str(args.sheet), contact_sheet(matches, pictures, args.query)[..., ::-1]):
+        print(f'contact sheet: {args.sheet}')
+    else:
+        raise CliError(f'cannot write the contact sheet {args.sheet} (a .png or .jpg name?)')
     return 0
 
 

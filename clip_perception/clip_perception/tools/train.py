@@ -36,6 +36,7 @@ from clip_perception.engine.encoder import (CLIP_MEAN, CLIP_STD, ClipEncoder, Im
 from clip_perception.engine.model_loading import load_clip
 from clip_perception.engine.preprocess import Normalizer
 from clip_perception.engine.prompts import DEFAULT_PROMPT_TEMPLATES
+from clip_perception.ros.package_files import resolve_model
 from clip_perception.tools.datasets import read_captions, read_rgb
 from clip_perception.tools.make_dataset import BACKGROUND_CAPTIONS
 from clip_perception.tools.model_building import (build_clip, build_tokenizer, default_corpus,
@@ -160,7 +161,7 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     items = [item for folder in args.data for item in read_captions(folder)]
     if args.init:
-        encoder = load_clip(args.init, device=args.device, precision='fp32')
+        encoder = load_clip(resolve_model(args.init), device=args.device, precision='fp32')
         model, tokenizer = encoder.model, encoder.tokenizer
         image_size = encoder.settings.crop
         mean, std = encoder.settings.mean, encoder.settings.std
