@@ -89,10 +89,11 @@ demo: setup
 # info; the node runs with depth and tracking and prints each tool's position in metres.
 # A video to show, not a measurement (make eval measures): of seeds 6101-6105 the
 # bundled model found 0, 5, 0, 11 and 0 of the tools; this one shows placements.
-DEMO_3D := build/demo_3d
+DEMO_3D ?= build/demo_3d
+DEMO_3D_OUT ?= demo_output/3d
 demo-3d: setup
 	$(PY) -m clip_perception.tools.sequences $(DEMO_3D) --sequences 1 --frames 20 --seed 6104
-	$(PY) -m clip_perception.demo --bag $(DEMO_3D)/sequence_0 --out demo_output/3d
+	$(PY) -m clip_perception.demo --bag $(DEMO_3D)/sequence_0 --out $(DEMO_3D_OUT)
 
 # Evaluation of the bundled demo model on two scene sets, 300 scenes and 100
 # empty benches each, from seeds never used in training: its own drawing style
@@ -101,7 +102,13 @@ demo-3d: setup
 # videos (a line `tracking: mota: M idf1: I id_switches: S`). The last two lines:
 #   eval own: scene_accuracy: A ap50: P ap50_95: Q fp_per_blank: F
 #   eval heldout: scene_accuracy: A ap50: P ap50_95: Q fp_per_blank: F
-EVAL_DIR := build/eval
+EVAL_DIR ?= build/eval
+# The sizes of the sets (smaller only for a quick check of the command: the figures
+# in the README and model cards are from these defaults).
+EVAL_SCENES ?= 300
+EVAL_BLANK ?= 100
+EVAL_CROPS ?= 2000
+EVAL_FRAMES ?= 30
 DEMO_MODEL := $(PKG)/models/workbench_demo
 EVAL := $(PY) -m clip_perception.eval --model $(DEMO_MODEL) --params $(PKG)/config/demo.yaml
 eval: setup $(EVAL_DIR)/crops/captions.jsonl $(EVAL_DIR)/own/annotations.json \
@@ -121,22 +128,22 @@ eval: setup $(EVAL_DIR)/crops/captions.jsonl $(EVAL_DIR)/own/annotations.json \
 DATA_SOURCES := $(PKG)/clip_perception/tools/synthetic.py $(PKG)/clip_perception/tools/make_dataset.py
 $(EVAL_DIR)/crops/captions.jsonl: $(DATA_SOURCES) $(PKG)/config/demo.yaml \
 		$(PKG)/clip_perception/tools/model_building.py | setup
-	$(PY) -m clip_perception.make_dataset crops $(EVAL_DIR)/crops --count 2000 --seed 2001
+	$(PY) -m clip_perception.make_dataset crops $(EVAL_DIR)/crops --count $(EVAL_CROPS) --seed 2001
 
 $(EVAL_DIR)/own/annotations.json: $(DATA_SOURCES) | setup
-	$(PY) -m clip_perception.make_dataset scenes $(EVAL_DIR)/own --count 300 --blank 100 \
-	    --seed 3001
+	$(PY) -m clip_perception.make_dataset scenes $(EVAL_DIR)/own --count $(EVAL_SCENES) \
+	    --blank $(EVAL_BLANK) --seed 3001
 
 # Three 30-frame videos (10 Hz) of tools that slide, turn, leave and come back, with
 # their identities: the tracking line (tracking: mota: M idf1: I id_switches: S).
 $(EVAL_DIR)/tracking/truth.json: $(DATA_SOURCES) $(PKG)/clip_perception/tools/sequences.py \
 		| setup
-	$(PY) -m clip_perception.tools.sequences $(EVAL_DIR)/tracking --sequences 3 --frames 30 \
-	    --seed 6001
+	$(PY) -m clip_perception.tools.sequences $(EVAL_DIR)/tracking --sequences 3 \
+	    --frames $(EVAL_FRAMES) --seed 6001
 
 $(EVAL_DIR)/heldout/annotations.json: $(PKG)/clip_perception/tools/heldout_style.py | setup
-	$(PY) -m clip_perception.tools.heldout_style $(EVAL_DIR)/heldout --count 300 --blank 100 \
-	    --seed 5001
+	$(PY) -m clip_perception.tools.heldout_style $(EVAL_DIR)/heldout --count $(EVAL_SCENES) \
+	    --blank $(EVAL_BLANK) --seed 5001
 
 # The localizers side by side on make eval's scene sets, with the bundled demo models
 # (the demo CLIP for windows, dense and gradcam; the OWL-ViT demo detector for owlvit):
@@ -187,17 +194,22 @@ train-owl-demo-model: setup
 	$(PY) -m clip_perception.train_owl --init $(DEMO_MODEL) --data $(OWL_DIR)/scenes \
 	    --out $(OWL_DEMO_MODEL) --image-size 160 --steps 3500 --batch-size 16 --seed 0
 
-# The node's overhead first, then the engine's speedup line.
+# The node's overhead first, then the engine's speedup line; the node as a process (how
+# fast it stops while frames flow at 30 Hz, how many large best-effort frames arrive).
 # Last, the memory's search (brute force vs faiss at 10k, 100k, 1M vectors; minutes:
 # faiss builds an HNSW graph over 1M vectors): the README's scale table.
+# BENCH_ARGS=--quick: every script in a minute or two (a test runs it so).
+# PYTHONPATH: the scripts share helpers (PYTHONSAFEPATH leaves their folder off sys.path).
 bench: setup
-	$(PY) bench/bench_node.py $(BENCH_ARGS)
-	$(PY) bench/bench_engine.py $(BENCH_ARGS)
-	$(PY) bench/bench_memory.py
+	PYTHONPATH=bench $(PY) bench/bench_node.py $(BENCH_ARGS)
+	PYTHONPATH=bench $(PY) bench/bench_engine.py $(BENCH_ARGS)
+	PYTHONPATH=bench $(PY) bench/bench_process.py $(BENCH_ARGS)
+	PYTHONPATH=bench $(PY) bench/bench_memory.py $(BENCH_ARGS)
 
 # The node as a process under a mixed hostile stream for SOAK_SECONDS (bad frames of
 # every kind, label storms, 50-caller service bursts, tracking toggles, depth at 100 Hz);
-# fails unless it still answers, answered every request and kept its memory within 20%.
+# fails unless it still answers, answered every request and kept its memory within 20%
+# of what it was after the first minute (SOAK_SECONDS/2 in a shorter run).
 SOAK_SECONDS ?= 600
 soak: setup
 	$(PY) bench/hostile_soak.py --seconds $(SOAK_SECONDS)

@@ -95,7 +95,11 @@ def main() -> None:
                         help='frames per engine call (several cameras batched together)')
     parser.add_argument('--skip-seed-loop', action='store_true',
                         help='engine only (for large GPU runs)')
-    args = parser.parse_args()
+    parser.add_argument('--quick', action='store_true',
+                        help='one repeat on a 320x240 frame: shows the command works')
+    args, _ = parser.parse_known_args()  # `make bench` passes every script the same options
+    if args.quick:
+        args.repeats, args.width, args.height = 1, 320, 240
 
     device = resolve_device(args.device)
     dtype = resolve_precision(args.precision, device)

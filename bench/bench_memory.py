@@ -45,7 +45,10 @@ def main() -> None:
     parser.add_argument('--dim', type=int, default=512, help='ViT-B/32 embeddings: 512')
     parser.add_argument('--queries', type=int, default=50)
     parser.add_argument('--k', type=int, default=10)
-    args = parser.parse_args()
+    parser.add_argument('--quick', action='store_true', help='10k vectors, 5 queries')
+    args, _ = parser.parse_known_args()  # `make bench` passes the engine's options too
+    if args.quick:
+        args.sizes, args.queries = [10_000], 5
     rng = np.random.default_rng(0)
     print(f'memory search: {args.dim}-d vectors, one query at a time, top {args.k}, '
           f'torch threads {torch.get_num_threads()}')

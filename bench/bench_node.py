@@ -31,7 +31,10 @@ def main() -> None:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--precision', default='auto')
     parser.add_argument('--frames', type=int, default=5)
+    parser.add_argument('--quick', action='store_true', help='one frame')
     args, _ = parser.parse_known_args()  # `make bench` passes the engine's options too
+    if args.quick:
+        args.frames = 1
     device = resolve_device(args.device)
     encoder = build_encoder(device, resolve_precision(args.precision, device))
 

@@ -14,10 +14,10 @@ from clip_perception.ros.parameters import (BY_NAME, PARAMETERS, read_parameters
 from clip_perception.tools.assets import DEMO_MODEL, DEMO_PARAMS
 from clip_perception.tools.make_dataset import BACKGROUND_CAPTIONS, TOOL_CAPTIONS
 import pytest
+from repository import needs_repository, REPO
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]  # this ROS package
-REPO = ROOT.parent
 LAUNCH_FILE = ROOT / 'launch' / 'workbench.launch.py'
 LAUNCH_ARGUMENTS = {'image_topic': 'camera/image_raw', 'params_file': None, 'model': '',
                     'device': '', 'localizer': '',
@@ -63,6 +63,7 @@ def test_the_yaml_sets_declared_parameters_to_their_defaults():
             assert low <= value <= high, name
 
 
+@needs_repository
 def test_the_readme_table_lists_every_parameter_with_type_default_and_mutability():
     text = (REPO / 'README.md').read_text()
     rows = re.findall(r'^\| `(\w+)` \| (\w+) \| `([^`]*)` \| (restart|yes) \|', text, re.M)
@@ -96,6 +97,7 @@ def _launch_arguments_from_source(path: Path = LAUNCH_FILE) -> dict:
     return found
 
 
+@needs_repository
 def test_launch_file_declares_the_documented_arguments():
     assert _launch_arguments_from_source() == LAUNCH_ARGUMENTS
     assert _launch_arguments_from_source(ROOT / 'launch' / 'demo.launch.py') == {
@@ -132,6 +134,7 @@ def test_the_demo_configuration_matches_how_the_demo_model_was_trained():
     assert (DEMO_MODEL / 'model.safetensors').is_file()
 
 
+@needs_repository
 def test_each_demo_localizer_has_a_parameter_file_naming_its_model_that_make_evaluates():
     """config/demo_<NAME>.yaml per localizer of make eval-localizers (windows: demo.yaml)."""
     makefile = (REPO / 'Makefile').read_text().replace('\\\n', ' ')

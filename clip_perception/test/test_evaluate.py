@@ -63,6 +63,7 @@ def test_the_command_prints_the_contract_last(tmp_path, monkeypatch, capsys):
                       '    background_prompts: ["a grey background"]\n'
                       '    score_threshold: 0.6\n')
     monkeypatch.setattr(evaluate, 'load_encoder', lambda *args: ColourEncoder())
+    monkeypatch.setattr(evaluate, 'resolve_model', lambda reference: reference)
     evaluate.main(['--model', 'colours', '--params', str(params), '--scenes', str(tmp_path),
                    '--json', str(tmp_path / 'report.json')])
     last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -92,6 +93,7 @@ def test_localizers_side_by_side_print_one_line_per_run_and_style(
                           '    map_size: 96\n')
         runs += ['--run', name, str(params)]
     monkeypatch.setattr(compare_localizers, 'load_encoder', lambda *args: ColourEncoder())
+    monkeypatch.setattr(compare_localizers, 'resolve_model', lambda reference: reference)
     compare_localizers.main(runs + ['--scenes', 'own', str(tmp_path / 'own'),
                                     '--json', str(tmp_path / 'report.json')])
     lines = capsys.readouterr().out.strip().splitlines()

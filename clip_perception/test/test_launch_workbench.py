@@ -3,8 +3,9 @@ launch_testing test of workbench.launch.py (upstream launch_testing API).
 
 Runs under `colcon test` / `launch_test` on a ROS 2 install; skipped where
 launch_testing is not installed. It launches the package's launch file with a
-random-weight CLIP built on the spot, publishes one image and waits for the
-detections, then checks that the node exited cleanly on shutdown.
+random-weight CLIP built on the spot, publishes an image every 2 s until
+detections arrive (a busy machine may take the first before the node is ready),
+then checks that the node exited cleanly on shutdown.
 """
 import os
 import tempfile
@@ -66,8 +67,11 @@ class TestDetectionsArrive(unittest.TestCase):
         msg = Image(height=48, width=64, encoding='rgb8', step=64 * 3)
         msg.header.frame_id = 'launch_test_camera'
         msg.data = np.full((48, 64, 3), 128, np.uint8).tobytes()
-        pub.publish(msg)
+        next_send = 0.0
         while not received and time.monotonic() < deadline:
+            if time.monotonic() >= next_send:  # again until answered: the first may be
+                pub.publish(msg)  # sent before the node's subscription is ready for it
+                next_send = time.monotonic() + 2.0
             rclpy.spin_once(self.node, timeout_sec=0.1)
         self.assertTrue(received, 'no detections within 60 s')
         self.assertEqual(received[0].header.frame_id, 'launch_test_camera')

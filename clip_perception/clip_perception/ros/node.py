@@ -57,6 +57,7 @@ from clip_perception.ros.log_throttle import ThrottledLog
 from clip_perception.ros.package_files import resolve_model
 from clip_perception.ros.parameters import (check_choices, memory_settings, PARAMETERS,
                                             STREAM_PARAMETERS, stream_settings)
+from clip_perception.ros.process_memory import limit_arenas, release_free_memory
 from clip_perception_interfaces.srv import Detect, Find
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -90,6 +91,8 @@ STOP_WAIT_SEC = 2.0
 # A service waits this long for the inference thread's answer (a frame in progress first).
 QUERY_WAIT_SEC = 30.0
 MAX_TOP_K = 100
+# The inference thread returns freed memory to the system this often (process_memory).
+TRIM_EVERY_SEC = 10.0
 # Requests waiting for the inference thread; one more is refused at once ("busy").
 MAX_WAITING_QUERIES = 64
 # ~/detect: most labels one request may ask for (a planner asks for a few things).
@@ -215,6 +218,7 @@ class ClipPerceptionNode(LifecycleNode):
         self._latency, self._engine_time = LatencyWindow(), LatencyWindow()
         self._log = ThrottledLog(self.get_logger())
         self._depth = Depth3D(self, self._log, functools.partial(self._count, 'without_3d'))
+        self._next_trim = 0.0  # when the inference thread next returns freed memory
         # Since when frames wait for the inference thread (None: none waits): the watchdog.
         self._waiting_since: float | None = None
         # Last: a refused start-up value raises here, and rclpy then destroys this node.
@@ -558,6 +562,9 @@ class ClipPerceptionNode(LifecycleNode):
                         for item in parked:
                             item.release()
                         self._made_progress()
+                if time.monotonic() >= self._next_trim:  # freed memory back to the system
+                    release_free_memory()
+                    self._next_trim = time.monotonic() + TRIM_EVERY_SEC
         except InferenceCancelled:
             pass  # stopping
         finally:
@@ -899,6 +906,7 @@ def main(args=None) -> int:
     ends the process at once (os._exit): a thread still inside torch at interpreter
     exit can abort the process.
     """
+    limit_arenas()  # before rclpy and the node start their threads
     try:
         rclpy.init(args=args)  # SIGINT and SIGTERM shut the context down: spin returns
     except (RCLError, UnknownROSArgsError) as error:  # a broken parameter file, say

@@ -144,8 +144,9 @@ PARAMETERS = (
                   'Give each detection a track id (Detection2D.id) that stays with its object '
                   'across frames, per camera (ByteTrack-style, two association passes)'),
     ParameterSpec('track_low_score', _TRACKER.low_score, 'double',
-                  'tracking: detections from this score up to score_threshold only continue '
-                  'a track seen in the previous frame (then they are published)',
+                  'tracking: what is found from this score up to score_threshold beyond the '
+                  'detections (selected apart from them) only continues a track seen in the '
+                  'previous frame (then it is published)',
                   limits=(0.0, 1.0)),
     ParameterSpec('track_match_iou', _TRACKER.match_iou, 'double',
                   "tracking: least IoU between a track's predicted box and a detection",

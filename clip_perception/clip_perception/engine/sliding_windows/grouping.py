@@ -128,11 +128,19 @@ def label_evidence(boxes: np.ndarray, logits: np.ndarray, num_labels: int) -> np
     k = min(EVIDENCE_WINDOWS, len(boxes))
     top = np.argpartition(-probabilities, k - 1, axis=0)[:k]  # [k, L] window indices
     boxes = boxes.astype(np.float64)
-    framing = pairwise_iou(boxes[top.ravel()], boxes) >= SUPPORT_IOU  # [k·L, N]
-    framing[np.arange(top.size), top.ravel()] = True
-    label_of_row = np.tile(np.arange(num_labels), k)
-    pooled = (framing * probabilities[:, label_of_row].T).sum(axis=1) / framing.sum(axis=1)
-    return pooled.reshape(k, num_labels).max(axis=0)
+    # IoU of each distinct top window once, then one [L, N] slice per rank: memory grows
+    # with the windows, not with windows × labels × ranks (300 labels took 126 MB)
+    distinct, index = np.unique(top, return_inverse=True)
+    iou = pairwise_iou(boxes[distinct], boxes)  # [U, N]
+    index = index.reshape(top.shape)
+    by_label = probabilities.T  # [L, N]
+    labels = np.arange(num_labels)
+    pooled = np.empty((k, num_labels))
+    for rank in range(k):
+        framing = iou[index[rank]] >= SUPPORT_IOU  # [L, N]
+        framing[labels, top[rank]] = True
+        pooled[rank] = (framing * by_label).sum(axis=1) / framing.sum(axis=1)
+    return pooled.max(axis=0)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
