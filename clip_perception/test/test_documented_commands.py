@@ -33,7 +33,7 @@ def test_make_bench_runs_every_benchmark():
     assert 'engine_vs_seed_loop_speedup:' in output
     assert re.search(r'stop while frames flow at 30 Hz: median \d+\.\d+ s', output)
     assert re.search(r'large frames 1280x720 best effort, packaged profile: \d+ of 10', output)
-    assert '| 10000 | exact |' in output
+    assert '| 10,000 | exact |' in output
 
 
 @pytest.mark.timeout(900)
