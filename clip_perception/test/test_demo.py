@@ -10,7 +10,6 @@ models/workbench_demo/MODEL.md. `make demo`'s command runs end to end.
 import collections
 import json
 import os
-from pathlib import Path
 import re
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from clip_perception.tools.assets import DEMO_BAG
 from clip_perception.tools.demo import planted_outcome, truth_path
 from node_helpers import replay_demo_bag
 import pytest
+from repository import needs_repository, REPO
 
 # Nodes over DDS, processes: the slow tier (make test runs it, make test-fast does not).
 pytestmark = pytest.mark.slow
@@ -49,9 +49,10 @@ def test_demo_model_finds_the_planted_tools_in_the_bundled_bag(ros):
 
 
 @pytest.mark.timeout(300)
+@needs_repository
 def test_the_demo_command_runs_end_to_end(tmp_path):
     """As `make demo` runs it: from the repository's root, with PYTHONSAFEPATH."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = REPO
     assert re.search(r'^export PYTHONSAFEPATH := 1$', (repo / 'Makefile').read_text(), re.M)
     result = subprocess.run([sys.executable, '-m', 'clip_perception.demo', '--out',
                              str(tmp_path / 'demo_output')], capture_output=True, text=True,
@@ -70,7 +71,7 @@ def test_the_demo_replays_depth_and_prints_positions_in_metres(tmp_path):
     """`make demo-3d` in small: a video with depth, the node with depth and tracking."""
     from clip_perception.tools import sequences
     assert sequences.main([str(tmp_path), '--sequences', '1', '--frames', '3']) == 0
-    repo = Path(__file__).resolve().parents[2]
+    repo = REPO
     result = subprocess.run([sys.executable, '-m', 'clip_perception.demo', '--bag',
                              str(tmp_path / 'sequence_0'), '--out', str(tmp_path / 'out')],
                             capture_output=True, text=True, timeout=280, cwd=repo,
