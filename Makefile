@@ -109,7 +109,7 @@ EVAL_SCENES ?= 300
 EVAL_BLANK ?= 100
 EVAL_CROPS ?= 2000
 EVAL_FRAMES ?= 30
-DEMO_MODEL := $(PKG)/models/workbench_demo
+DEMO_MODEL ?= $(PKG)/models/workbench_demo
 EVAL := $(PY) -m clip_perception.eval --model $(DEMO_MODEL) --params $(PKG)/config/demo.yaml
 eval: setup $(EVAL_DIR)/crops/captions.jsonl $(EVAL_DIR)/own/annotations.json \
 		$(EVAL_DIR)/heldout/annotations.json $(EVAL_DIR)/tracking/truth.json
@@ -164,21 +164,26 @@ eval-localizers: setup $(EVAL_DIR)/own/annotations.json $(EVAL_DIR)/heldout/anno
 # annotated scenes. About 40 minutes on 2 CPU cores. The bundled weights were
 # made by the recipe before it, on the generator before it: see
 # models/workbench_demo/MODEL.md for what this recipe gives today.
-TRAIN_DIR := build/train
+TRAIN_DIR ?= build/train
+# TRAIN_QUICK=1: every step of a recipe on a handful of examples (a test runs it so,
+# into other folders); the figures come only from the full sizes.
+TRAIN_QUICK ?=
+size = $(if $(TRAIN_QUICK),$(2),$(1))
 train-demo-model: setup
-	$(PY) -m clip_perception.make_dataset crops $(TRAIN_DIR)/train --count 150000 --seed 1
-	$(PY) -m clip_perception.make_dataset crops $(TRAIN_DIR)/probe --count 2000 --seed 900001
+	$(PY) -m clip_perception.make_dataset crops $(TRAIN_DIR)/train --count $(call size,150000,64) --seed 1
+	$(PY) -m clip_perception.make_dataset crops $(TRAIN_DIR)/probe --count $(call size,2000,16) --seed 900001
 	$(PY) -m clip_perception.train --data $(TRAIN_DIR)/train --eval-data $(TRAIN_DIR)/probe \
-	    --out $(TRAIN_DIR)/stage1 --steps 8000 --low-res 32 --low-res-steps 3000 \
-	    --eval-every 500 --batch-size 128 --lr 7e-4 --seed 0
-	$(PY) -m clip_perception.make_dataset crops $(TRAIN_DIR)/fresh --count 6000 --seed 2
-	$(PY) -m clip_perception.make_dataset hard $(TRAIN_DIR)/hard --count 2000 --seed 3 \
+	    --out $(TRAIN_DIR)/stage1 --steps $(call size,8000,4) --low-res 32 \
+	    --low-res-steps $(call size,3000,2) --eval-every $(call size,500,2) \
+	    --batch-size $(call size,128,16) --lr 7e-4 --seed 0
+	$(PY) -m clip_perception.make_dataset crops $(TRAIN_DIR)/fresh --count $(call size,6000,32) --seed 2
+	$(PY) -m clip_perception.make_dataset hard $(TRAIN_DIR)/hard --count $(call size,2000,16) --seed 3 \
 	    --model $(TRAIN_DIR)/stage1 --params $(PKG)/config/demo.yaml
 	$(PY) -m clip_perception.train --init $(TRAIN_DIR)/stage1 \
 	    --data $(TRAIN_DIR)/fresh $(TRAIN_DIR)/hard --eval-data $(TRAIN_DIR)/probe \
-	    --out $(DEMO_MODEL) --steps 300 --eval-every 100 --batch-size 128 --lr 2e-4 \
-	    --warmup 20 --seed 0
-	$(PY) -m clip_perception.make_dataset scenes $(TRAIN_DIR)/boxes --count 1000 --seed 4
+	    --out $(DEMO_MODEL) --steps $(call size,300,2) --eval-every $(call size,100,2) \
+	    --batch-size $(call size,128,16) --lr 2e-4 --warmup $(call size,20,1) --seed 0
+	$(PY) -m clip_perception.make_dataset scenes $(TRAIN_DIR)/boxes --count $(call size,1000,8) --seed 4
 	$(PY) -m clip_perception.fit_boxes --model $(DEMO_MODEL) --scenes $(TRAIN_DIR)/boxes \
 	    --params $(PKG)/config/demo.yaml
 
@@ -186,13 +191,13 @@ train-demo-model: setup
 # backbone, heads and backbone trained on randomized scenes with DETR's
 # set-prediction loss (clip_perception/tools/train_owl.py). About 35 minutes on
 # 2 CPU cores; see models/owl_demo/MODEL.md.
-OWL_DIR := build/owl
-OWL_DEMO_MODEL := $(PKG)/models/owl_demo
+OWL_DIR ?= build/owl
+OWL_DEMO_MODEL ?= $(PKG)/models/owl_demo
 train-owl-demo-model: setup
-	$(PY) -m clip_perception.make_dataset scenes $(OWL_DIR)/scenes --count 4000 --blank 400 \
-	    --seed 11
+	$(PY) -m clip_perception.make_dataset scenes $(OWL_DIR)/scenes --count $(call size,4000,8) \
+	    --blank $(call size,400,2) --seed 11
 	$(PY) -m clip_perception.train_owl --init $(DEMO_MODEL) --data $(OWL_DIR)/scenes \
-	    --out $(OWL_DEMO_MODEL) --image-size 160 --steps 3500 --batch-size 16 --seed 0
+	    --out $(OWL_DEMO_MODEL) --image-size 160 --steps $(call size,3500,2) --batch-size $(call size,16,4) --seed 0
 
 # The node's overhead first, then the engine's speedup line; the node as a process (how
 # fast it stops while frames flow at 30 Hz, how many large best-effort frames arrive).

@@ -64,3 +64,16 @@ def test_make_demo_3d_prints_positions_in_metres(tmp_path):
 def test_make_soak_in_a_short_run_leaves_the_node_answering():
     output = make('soak', 'SOAK_SECONDS=20', timeout=380)
     assert re.search(r'^soak: seconds \d+ .* answered (\d+) .* rss_growth', output, re.M), output
+
+
+@pytest.mark.timeout(900)
+def test_the_training_recipes_run_every_step_on_a_handful_of_examples(tmp_path):
+    """`make train-demo-model` and `make train-owl-demo-model` with TRAIN_QUICK=1."""
+    model, owl = tmp_path / 'demo_model', tmp_path / 'owl_model'
+    make('train-demo-model', 'TRAIN_QUICK=1', f'TRAIN_DIR={tmp_path / "train"}',
+         f'DEMO_MODEL={model}')
+    assert (model / 'model.safetensors').is_file()
+    assert (model / 'box_regressor.safetensors').is_file()
+    make('train-owl-demo-model', 'TRAIN_QUICK=1', f'OWL_DIR={tmp_path / "owl"}',
+         f'DEMO_MODEL={model}', f'OWL_DEMO_MODEL={owl}')
+    assert (owl / 'model.safetensors').is_file()
