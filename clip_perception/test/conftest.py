@@ -48,6 +48,15 @@ def tiny_clip_dir(tmp_path_factory):
     return build_random_model_directory(tmp_path_factory.mktemp('tiny_clip') / 'model')
 
 
+@pytest.fixture(scope='session')
+def tiny_conv_dir(tmp_path_factory):
+    """Build a random-init dual encoder with a ConvNeXt image tower (tiny sizes), once per run."""
+    from clip_perception.tools.model_building import (build_random_model_directory,
+                                                      TEST_CONV_SIZE)
+    return build_random_model_directory(tmp_path_factory.mktemp('tiny_conv') / 'model',
+                                        TEST_CONV_SIZE)
+
+
 @pytest.fixture(scope='session', params=['owlvit', 'owlv2'])
 def tiny_owl_dir(request, tmp_path_factory):
     """Build a random-init OWL-ViT or OWLv2 detection model (tiny sizes), once per run."""

@@ -164,3 +164,48 @@ def test_the_box_regressor_moves_windows_only():
     encoder.box_regressor = object()  # a model with one: used by windows, not by dense
     assert ZeroShotDetector(encoder, COLOUR_SETTINGS).regresses_boxes
     assert not ZeroShotDetector(encoder, DENSE).regresses_boxes
+
+
+def test_convnext_gradcam_equals_grad_cam_through_the_models_own_forward(tiny_conv_dir):
+    # Grad-CAM's original setting: the last convolutional feature map, through the
+    # dual encoder's own forward pass
+    encoder = load_clip(str(tiny_conv_dir), 'cpu')
+    model, seen = encoder.model, {}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        seen['activations'] = output
+    hook = model.vision_model.encoder.stages[-1].register_forward_hook(keep)
+    pixels = torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(1))
+    texts = encoder.encode_texts(['a photo of a hammer.', 'a photo of a wrench.',
+                                  'a photo of an empty workbench.']).clone()
+    image = torch.nn.functional.normalize(
+        model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+    logits = encoder.logit_scale * image @ texts.T
+    logits[:, 1].sum().backward()
+    hook.remove()
+    activations = seen['activations']
+    weights = activations.grad.mean(dim=(-2, -1), keepdim=True)
+    expected = (weights * activations).sum(dim=1).relu().detach()
+
+    got_logits, maps = encoder.gradcam(pixels, texts, num_maps=2)
+    torch.testing.assert_close(got_logits, logits.detach())
+    assert encoder.patch_size == 8  # a 4 px stem, then one stage halving it
+    assert maps.shape == (2, 2, 6, 8)
+    torch.testing.assert_close(maps[:, 1], expected)
+
+
+def test_a_convolutional_model_runs_windows_and_gradcam_and_dense_refuses_it(tiny_conv_dir):
+    encoder = load_clip(str(tiny_conv_dir), 'cpu')
+    frame = np.random.default_rng(0).integers(0, 256, (60, 90, 3), np.uint8)
+    windows = ZeroShotDetector(encoder, replace(COLOUR_SETTINGS, score_threshold=0.0))
+    (result,) = windows.detect_batch([frame])
+    assert sorted(label for label, _ in result.classification) == ['blue', 'green', 'red']
+    assert result.detections
+    gradcam = ZeroShotDetector(encoder, replace(COLOUR_SETTINGS, localizer='gradcam',
+                                                map_size=48, score_threshold=0.0))
+    (result,) = gradcam.detect_batch([frame])
+    assert result.heatmaps.shape == (3, 6, 9)  # 48×72 input, stride 8
+    assert np.isfinite(result.heatmaps).all()
+    with pytest.raises(ValueError, match='localizer dense needs an encoder with patch maps'):
+        ZeroShotDetector(encoder, replace(COLOUR_SETTINGS, localizer='dense'))

@@ -6,6 +6,7 @@ from clip_perception.engine.model_loading import load_clip
 from clip_perception.engine.prompts import ClassEmbeddings
 from clip_perception.engine.sliding_windows.box_regression import REGRESSOR_FILE
 from clip_perception.engine.sliding_windows.grid import window_grid
+from clip_perception.tools.compare_towers import main as compare_towers
 from clip_perception.tools.datasets import read_captions, read_rgb
 from clip_perception.tools.make_dataset import (demo_windows, make_crops, make_hard_crops,
                                                 window_captions)
@@ -17,6 +18,7 @@ from clip_perception.tools.train import main as train_main
 from clip_perception.tools.train import symmetric_info_nce
 import numpy as np
 import pytest
+from safetensors.torch import load_file
 import torch
 
 
@@ -180,3 +182,52 @@ def test_hard_crops_are_the_windows_the_detector_gets_wrong(tmp_path):
     assert all(item.label != 'hammer' for item in items)
     assert {item.label for item in items} >= {''}
     assert all(read_rgb(item.path).shape == (24, 24, 3) for item in items)
+
+
+def _weights(directory):
+    return load_file(directory / 'model.safetensors')
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    make_crops(tmp_path / 'data', count=64, seed=5, crop=32)
+    make_crops(tmp_path / 'probe', count=16, seed=6, crop=32)
+    run = ['--data', str(tmp_path / 'data'), '--eval-data', str(tmp_path / 'probe'),
+           '--size', 'test-conv', '--steps', '6', '--batch-size', '16', '--warmup', '2',
+           '--eval-every', '3', '--checkpoint-every', '2', '--seed', '0']
+    train_main(run + ['--out', str(tmp_path / 'whole')])
+    assert not (tmp_path / 'whole' / 'checkpoint').exists()  # a finished run leaves the model
+    train_main(run + ['--out', str(tmp_path / 'split'), '--until-step', '3'])
+    assert not (tmp_path / 'split' / 'model.safetensors').exists()
+    assert json.loads((tmp_path / 'split' / 'checkpoint' / 'trainer.json').read_text())[
+        'step'] == 3
+    with pytest.raises(SystemExit):  # what is trained cannot change on the way
+        train_main(run + ['--out', str(tmp_path / 'split'), '--resume', '--lr', '1e-2'])
+    train_main(run + ['--out', str(tmp_path / 'split'), '--resume'])
+    whole, split = _weights(tmp_path / 'whole'), _weights(tmp_path / 'split')
+    assert whole.keys() == split.keys()
+    assert all(torch.equal(whole[name], split[name]) for name in whole)
+    history = json.loads((tmp_path / 'split' / 'training.json').read_text())
+    assert [point['step'] for point in history['probe']] == [3, 6]
+    with pytest.raises(SystemExit):  # nothing left to resume
+        train_main(run + ['--out', str(tmp_path / 'split'), '--resume'])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_towers_are_compared_on_a_time_budget(tmp_path, capsys):
+    make_crops(tmp_path / 'data', count=64, seed=5, crop=32)
+    make_crops(tmp_path / 'probe', count=16, seed=6, crop=32)
+    compare_towers(['--data', str(tmp_path / 'data'), '--eval-data', str(tmp_path / 'probe'),
+                    '--out', str(tmp_path / 'towers'), '--tower', 'test', 'test-conv',
+                    '--minutes', '0.05', '--eval-every', '2', '--batch-size', '16'])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[1] for line in lines if line.startswith('tower:')] == [
+        'test', 'test-conv']
+    curves = json.loads((tmp_path / 'towers' / 'curves.json').read_text())
+    for tower in ('test', 'test-conv'):
+        minutes = [m for m, _ in curves[tower]['probe']]
+        assert minutes == sorted(minutes) and minutes[-1] >= 0.05
+        assert 0 <= curves[tower]['probe'][-1][1] <= 1
+        assert load_clip(str(tmp_path / 'towers' / tower), device='cpu')

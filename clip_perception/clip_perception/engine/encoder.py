@@ -101,9 +101,9 @@ class TransformersEncoder:
             torch.cuda.empty_cache()
 
 
-class ClipEncoder(TransformersEncoder):
+class DualTowerEncoder(TransformersEncoder):
     """
-    A transformers CLIPModel and its tokenizer, in eval mode on one device.
+    An image-text model with CLIP's interface (get_image_features, logit_scale).
 
     With the box regressor fitted to its image embeddings, when the model directory
     has one.
@@ -120,6 +120,64 @@ class ClipEncoder(TransformersEncoder):
         pixels = pixel_values.to(device=self.device, dtype=self.dtype)
         features = projected(self.model.get_image_features(pixel_values=pixels)).float()
         return torch.nn.functional.normalize(features, dim=-1)
+
+
+def image_text_encoder(model, tokenizer, settings: ImageSettings, name: str = '',
+                       box_regressor=None) -> DualTowerEncoder:
+    """Wrap `model` in its encoder class: a CLIPModel's ViT, or a dual encoder's ConvNeXt."""
+    kind = ConvNextEncoder if model.config.model_type == 'vision-text-dual-encoder' \
+        else ClipEncoder
+    return kind(model, tokenizer, settings, name, box_regressor)
+
+
+class ConvNextEncoder(DualTowerEncoder):
+    """
+    A VisionTextDualEncoderModel with a ConvNeXt image tower.
+
+    The windows localizer and Grad-CAM serve it; Grad-CAM in its original setting,
+    the last convolutional stage's feature map. It has no patch embeddings in the
+    joint space (the pooled features are projected, not each position), so the
+    dense localizer does not serve it.
+    """
+
+    @property
+    def patch_size(self) -> int:
+        """Give the tower's stride: the stem's, halved by every later stage."""
+        vision = self.model.config.vision_config
+        return int(vision.patch_size) * 2 ** (len(vision.hidden_sizes) - 1)
+
+    def gradcam(self, pixel_values: torch.Tensor, class_matrix: torch.Tensor,
+                num_maps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Grad-CAM (Selvaraju et al., 2017) on the last stage's feature map; see PatchEncoder.
+
+        Each class's weights are its logit's gradient averaged over the map; the map is
+        ReLU(Σ weights · activations) per position.
+        """
+        convnext = self.model.vision_model
+        with torch.inference_mode():
+            hidden = convnext.embeddings(pixel_values.to(device=self.device, dtype=self.dtype))
+            for stage in convnext.encoder.stages[:-1]:
+                hidden = stage(hidden)
+        with torch.enable_grad():
+            entering = hidden.clone().requires_grad_(True)
+            class_matrix = class_matrix.clone()
+            activations = convnext.encoder.stages[-1](entering)  # [N, C, rows, cols]
+            pooled = convnext.layernorm(activations.mean(dim=(-2, -1)))
+            image = torch.nn.functional.normalize(
+                self.model.visual_projection(pooled).float(), dim=-1)
+            logits = self.logit_scale * image @ class_matrix.to(image.device).T  # [N, K]
+            maps = []
+            for column in range(num_maps):
+                (gradient,) = torch.autograd.grad(logits[:, column].sum(), activations,
+                                                  retain_graph=column + 1 < num_maps)
+                weights = gradient.float().mean(dim=(-2, -1), keepdim=True)  # [N, C, 1, 1]
+                maps.append((weights * activations.float()).sum(dim=1).relu())
+        return logits.detach(), torch.stack(maps, dim=1).detach()
+
+
+class ClipEncoder(DualTowerEncoder):
+    """A transformers CLIPModel and its tokenizer, in eval mode on one device."""
 
     @property
     def patch_size(self) -> int:

@@ -11,7 +11,8 @@ import logging
 import os
 from pathlib import Path
 
-from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD, ClipEncoder, ImageSettings
+from clip_perception.engine.encoder import (CLIP_MEAN, CLIP_STD, DualTowerEncoder,
+                                            image_text_encoder, ImageSettings)
 from clip_perception.engine.sliding_windows.box_regression import (load_box_regressor,
                                                                    REGRESSOR_FILE)
 import torch
@@ -138,20 +139,34 @@ def read_image_settings(directory: Path, vision_image_size: int) -> ImageSetting
 
 
 def load_clip(model: str = DEFAULT_MODEL, device: str = 'auto',
-              precision: str = 'auto') -> ClipEncoder:
-    """Load `model` (hub id or directory) and return an encoder on `device`."""
+              precision: str = 'auto') -> DualTowerEncoder:
+    """
+    Load `model` (hub id or directory) and return an encoder on `device`.
+
+    A CLIPModel, or a VisionTextDualEncoderModel with a ConvNeXt image tower (the
+    convolutional demo model).
+    """
     torch_device = resolve_device(device)
     dtype = resolve_precision(precision, torch_device)
     directory = resolve_model_directory(model)
     _check_model_files(directory)
-    if model_type(directory) in ('owlvit', 'owlv2'):
+    kind = model_type(directory)
+    if kind in ('owlvit', 'owlv2'):
         raise ModelLoadError(f'{model} is an OWL detection model: run it with localizer owlvit')
-    from transformers import AutoTokenizer, CLIPModel
+    from transformers import AutoTokenizer, CLIPModel, VisionTextDualEncoderModel
     from transformers.utils import logging as transformers_logging
     transformers_logging.disable_progress_bar()  # a node's log is no terminal
+    architecture = CLIPModel
+    if kind == 'vision-text-dual-encoder':
+        vision = _config(directory).get('vision_config', {}).get('model_type')
+        if vision != 'convnext':
+            raise ModelLoadError(f'{model} is a dual encoder with a {vision} image tower; '
+                                 'clip_perception runs CLIP models and dual encoders with a '
+                                 'ConvNeXt image tower')
+        architecture = VisionTextDualEncoderModel
     try:
-        clip = CLIPModel.from_pretrained(directory, use_safetensors=True,
-                                         trust_remote_code=False, dtype=dtype)
+        clip = architecture.from_pretrained(directory, use_safetensors=True,
+                                            trust_remote_code=False, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     except Exception as error:  # truncated or foreign files fail in many ways; all mean this
         raise ModelLoadError(f'could not load CLIP from {directory}: '
@@ -164,16 +179,20 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = 'auto',
         raise ModelLoadError(str(error)) from error
     log.info('loaded %s on %s (%s)%s', model, torch_device, str(dtype).removeprefix('torch.'),
              ', with a box regressor' if box_regressor else '')
-    return ClipEncoder(clip, tokenizer, settings, name=model,
-                       box_regressor=box_regressor and box_regressor.to(torch_device))
+    return image_text_encoder(clip, tokenizer, settings, name=model,
+                              box_regressor=box_regressor and box_regressor.to(torch_device))
+
+
+def _config(directory: Path) -> dict:
+    try:
+        return json.loads((directory / 'config.json').read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def model_type(directory: Path) -> str:
     """Read the model type config.json names ('clip', 'owlvit', 'owlv2', …; '' if none)."""
-    try:
-        return str(json.loads((directory / 'config.json').read_text()).get('model_type', ''))
-    except (OSError, ValueError):
-        return ''
+    return str(_config(directory).get('model_type', ''))
 
 
 def load_owl(model: str, device: str = 'auto', precision: str = 'auto'):

@@ -48,8 +48,42 @@ DEMO_SIZE = ClipSize(image_size=48, patch_size=8, vision_width=128, vision_layer
                      projection_dim=128, max_text_tokens=32, activation='gelu')
 # The demo model at 64 px input (64 patches instead of 36): thin tools keep more pixels.
 DEMO64_SIZE = replace(DEMO_SIZE, image_size=64)
+# A wider, deeper ViT at the demo's input (6 layers × 192, about 2.7 M vision parameters).
+DEMO_WIDE_SIZE = replace(DEMO_SIZE, vision_width=192, vision_layers=6, vision_heads=6)
 # The image and text towers of openai/clip-vit-base-patch32.
 VIT_B_32 = ClipSize(224, 32, 768, 12, 12, 512, 12, 8, 512)
+
+
+@dataclass(frozen=True)
+class ConvSize:
+    """
+    A dual encoder with a ConvNeXt image tower and CLIP's text tower.
+
+    transformers' VisionTextDualEncoderModel (no remote code): the image tower's
+    pooled output (the last stage averaged, then layer-normed) is projected into the
+    joint space like CLIP's class token.
+    """
+
+    image_size: int
+    stem: int  # the patchify stem's stride: the first stage sees image_size / stem
+    stage_widths: tuple[int, ...]
+    stage_depths: tuple[int, ...]
+    text_width: int
+    text_layers: int
+    text_heads: int
+    projection_dim: int
+    max_text_tokens: int = 32
+    activation: str = 'gelu'
+
+
+# The convolutional demo tower: 48 px, a 4 px stem, three stages (12, 6, 3 px grids),
+# about 1.6 M vision parameters; the demo's text tower.
+DEMO_CONV_SIZE = ConvSize(image_size=48, stem=4, stage_widths=(64, 128, 256),
+                          stage_depths=(2, 2, 2), text_width=128, text_layers=2, text_heads=4,
+                          projection_dim=128)
+# The convolutional tower small enough for unit tests.
+TEST_CONV_SIZE = ConvSize(image_size=32, stem=4, stage_widths=(8, 16), stage_depths=(1, 1),
+                          text_width=32, text_layers=1, text_heads=2, projection_dim=16)
 
 
 def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1000, max_length: int = 77,
@@ -132,18 +166,50 @@ def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def build_clip(tokenizer, size: ClipSize, seed: int = 0):
-    """Build a random-init CLIPModel whose text config matches `tokenizer`'s ids."""
-    import torch
-    from transformers import CLIPConfig, CLIPModel
-
-    text_config = {
+def _text_config(tokenizer, size) -> dict:
+    return {
         'vocab_size': len(tokenizer), 'hidden_size': size.text_width,
         'intermediate_size': 4 * size.text_width, 'num_hidden_layers': size.text_layers,
         'num_attention_heads': size.text_heads,
         'max_position_embeddings': size.max_text_tokens,
         'bos_token_id': tokenizer.bos_token_id, 'eos_token_id': tokenizer.eos_token_id,
         'pad_token_id': tokenizer.pad_token_id, 'hidden_act': size.activation}
+
+
+def build_model(tokenizer, size: 'ClipSize | ConvSize', seed: int = 0):
+    """Build a random-init image-text model of `size` (a CLIP or a convolutional dual encoder)."""
+    if isinstance(size, ConvSize):
+        return build_conv_dual_encoder(tokenizer, size, seed)
+    return build_clip(tokenizer, size, seed)
+
+
+def build_conv_dual_encoder(tokenizer, size: ConvSize, seed: int = 0):
+    """Build a random-init VisionTextDualEncoderModel: ConvNeXt image tower, CLIP text tower."""
+    import math
+
+    import torch
+    from transformers import (CLIPTextConfig, ConvNextConfig, VisionTextDualEncoderConfig,
+                              VisionTextDualEncoderModel)
+
+    # hidden_size: what the dual encoder's projection reads (ConvNeXt names its widths
+    # hidden_sizes); the pooled output has the last stage's width.
+    vision = ConvNextConfig(num_channels=3, patch_size=size.stem, image_size=size.image_size,
+                            hidden_sizes=list(size.stage_widths),
+                            depths=list(size.stage_depths), num_stages=len(size.stage_widths),
+                            hidden_size=size.stage_widths[-1])
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(
+        vision, CLIPTextConfig(**_text_config(tokenizer, size)),
+        projection_dim=size.projection_dim, logit_scale_init_value=math.log(1 / 0.07))
+    torch.manual_seed(seed)
+    return VisionTextDualEncoderModel(config)
+
+
+def build_clip(tokenizer, size: ClipSize, seed: int = 0):
+    """Build a random-init CLIPModel whose text config matches `tokenizer`'s ids."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    text_config = _text_config(tokenizer, size)
     vision_config = {
         'image_size': size.image_size, 'patch_size': size.patch_size,
         'hidden_size': size.vision_width, 'intermediate_size': 4 * size.vision_width,
@@ -184,12 +250,12 @@ def default_corpus(labels: Iterable[str] = (), extra: Iterable[str] = ()) -> lis
     return sentences + list(DEFAULT_BACKGROUND_PROMPTS) + list(extra)
 
 
-def build_random_model_directory(directory: Path, size: ClipSize = TEST_SIZE,
+def build_random_model_directory(directory: Path, size: 'ClipSize | ConvSize' = TEST_SIZE,
                                  seed: int = 0, labels: Iterable[str] = ()) -> Path:
     """Build a complete random-weight model directory of the given size."""
     tokenizer = build_tokenizer(default_corpus(labels), vocab_size=600,
                                 max_length=size.max_text_tokens)
-    model = build_clip(tokenizer, size, seed=seed)
+    model = build_model(tokenizer, size, seed=seed)
     return save_model_directory(directory, model, tokenizer, size.image_size)
 
 

@@ -18,6 +18,18 @@ ln(1/0.07), exp(t) clamped at 100); cross-entropy image→text and text→image,
 averaged. Pairs with the same label (or, without labels, the same caption) in
 one batch count as positives of each other instead of as negatives.
 
+Towers (`--size`): `demo` (a 4 × 128 ViT at 48 px), `demo-wide` (6 × 192),
+`demo-conv` (a ConvNeXt image tower in transformers' VisionTextDualEncoderModel),
+`demo64`, `test`; all load through the node's `model` parameter.
+
+Checkpoints: every --checkpoint-every steps the run is saved to OUT/checkpoint
+(weights and optimizer in safetensors, the step, sampler and history in JSON);
+`--resume` continues a stopped run from there, with the same arguments, to the
+same weights an uninterrupted run reaches. `--until-step N` stops after step N
+(a long recipe split over several sittings). `--minutes M` runs a time budget
+instead of a step count (the schedule follows the elapsed fraction): how towers
+are compared at matched CPU time.
+
 Progressive resizing (`--low-res 32 --low-res-steps 750`): the first steps see
 the images shrunk, with the position embeddings interpolated to the smaller
 patch grid, so they cost less (a 48 px demo model's step at 32 px: 16 patches
@@ -31,7 +43,7 @@ from pathlib import Path
 import time
 
 from clip_perception.engine.detector import DetectorSettings, ZeroShotDetector
-from clip_perception.engine.encoder import (CLIP_MEAN, CLIP_STD, ClipEncoder, ImageSettings,
+from clip_perception.engine.encoder import (CLIP_MEAN, CLIP_STD, image_text_encoder, ImageSettings,
                                             projected)
 from clip_perception.engine.model_loading import load_clip
 from clip_perception.engine.preprocess import Normalizer
@@ -39,16 +51,19 @@ from clip_perception.engine.prompts import DEFAULT_PROMPT_TEMPLATES
 from clip_perception.ros.package_files import resolve_model
 from clip_perception.tools.datasets import read_captions, read_rgb
 from clip_perception.tools.make_dataset import BACKGROUND_CAPTIONS
-from clip_perception.tools.model_building import (build_clip, build_tokenizer, default_corpus,
-                                                  DEMO64_SIZE, DEMO_SIZE, save_model_directory,
-                                                  TEST_SIZE)
+from clip_perception.tools.model_building import (build_model, build_tokenizer, default_corpus,
+                                                  DEMO64_SIZE, DEMO_CONV_SIZE, DEMO_SIZE,
+                                                  DEMO_WIDE_SIZE, save_model_directory,
+                                                  TEST_CONV_SIZE, TEST_SIZE)
 import cv2
 import numpy as np
+from safetensors.torch import load_file, save_file
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-SIZES = {'demo': DEMO_SIZE, 'demo64': DEMO64_SIZE, 'test': TEST_SIZE}
+SIZES = {'demo': DEMO_SIZE, 'demo-wide': DEMO_WIDE_SIZE, 'demo-conv': DEMO_CONV_SIZE,
+         'demo64': DEMO64_SIZE, 'test': TEST_SIZE, 'test-conv': TEST_CONV_SIZE}
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
@@ -98,18 +113,21 @@ class ProbeSet:
         if not self.labels:
             return float('nan')
         model.eval()
-        detector = ZeroShotDetector(ClipEncoder(model, tokenizer, image), self.settings)
+        detector = ZeroShotDetector(image_text_encoder(model, tokenizer, image), self.settings)
         predicted, _ = detector.classify_crops(self.images)
         model.train()
         return float(np.mean([p == t for p, t in zip(predicted, self.labels)]))
 
 
 def encode_image(model, pixels):
-    # With gradients: ClipEncoder encodes for inference only. Pixels smaller than the
+    # With gradients: the engine encodes for inference only. Pixels smaller than the
     # model's input (--low-res) see its position embeddings interpolated.
+    # A convolutional tower takes any size as it is.
     size = model.config.vision_config.image_size
-    return F.normalize(projected(model.get_image_features(
-        pixel_values=pixels, interpolate_pos_encoding=pixels.shape[-1] != size)), dim=-1)
+    resized = {'interpolate_pos_encoding': True} if (
+        pixels.shape[-1] != size and model.config.model_type == 'clip') else {}
+    return F.normalize(projected(model.get_image_features(pixel_values=pixels, **resized)),
+                       dim=-1)
 
 
 def encode_tokens(model, input_ids, attention_mask):
@@ -131,7 +149,71 @@ def encode_captions(model, tokens, ids, device):
                          tokens['attention_mask'][unique].to(device))[inverse.to(device)]
 
 
-def main(argv=None) -> None:
+class Checkpoint:
+    """
+    A stopped run, in OUT/checkpoint: what --resume needs to continue it exactly.
+
+    The model directory (safetensors, tokenizer, processor), the optimizer's
+    tensors and torch's random state in trainer.safetensors, and in trainer.json
+    the step, the sampler's state, the elapsed minutes, the history and the
+    arguments the run was started with (a resume with other ones is refused).
+    """
+
+    def __init__(self, out: Path):
+        self.directory = out / 'checkpoint'
+
+    def exists(self) -> bool:
+        return (self.directory / 'trainer.json').is_file()
+
+    def save(self, model, tokenizer, image_size, optimizer, rng, step, minutes, history,
+             arguments) -> None:
+        partial = self.directory.with_name('checkpoint.partial')
+        save_model_directory(partial, model, tokenizer, image_size)
+        state = optimizer.state_dict()
+        tensors = {f'{index}.{key}': value.contiguous()
+                   for index, values in state['state'].items() for key, value in values.items()}
+        tensors['torch_rng'] = torch.get_rng_state()
+        save_file(tensors, partial / 'trainer.safetensors')
+        (partial / 'trainer.json').write_text(json.dumps({
+            'step': step, 'minutes': minutes, 'sampler': rng.bit_generator.state,
+            'param_groups': state['param_groups'], 'history': history,
+            'arguments': arguments}))
+        # a run stopped while writing keeps the previous checkpoint whole
+        if self.directory.exists():
+            self.directory.rename(self.directory.with_name('checkpoint.old'))
+        partial.rename(self.directory)
+        _remove_tree(self.directory.with_name('checkpoint.old'))
+
+    def arguments(self) -> dict:
+        return json.loads((self.directory / 'trainer.json').read_text())['arguments']
+
+    def restore(self, optimizer, rng) -> tuple[int, float, list]:
+        """Load the optimizer, torch's and the sampler's state; return (step, minutes, history)."""
+        saved = json.loads((self.directory / 'trainer.json').read_text())
+        tensors = load_file(self.directory / 'trainer.safetensors')
+        torch.set_rng_state(tensors.pop('torch_rng'))
+        state = {}
+        for name, value in tensors.items():
+            index, key = name.split('.', 1)
+            state.setdefault(int(index), {})[key] = value
+        optimizer.load_state_dict({'state': state, 'param_groups': saved['param_groups']})
+        rng.bit_generator.state = saved['sampler']
+        return saved['step'], saved['minutes'], saved['history']
+
+
+def _remove_tree(path: Path) -> None:
+    if path.exists():
+        for child in sorted(path.rglob('*'), reverse=True):
+            child.rmdir() if child.is_dir() else child.unlink()
+        path.rmdir()
+
+
+# What a resume may change: how long and how often, not what is trained.
+RESUMABLE_CHANGES = ('steps', 'until_step', 'checkpoint_every', 'eval_every', 'resume', 'device',
+                     'minutes')
+
+
+def parse_arguments(argv):
     parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     parser.add_argument('--data', type=Path, nargs='+', required=True,
                         help='training pairs folder(s), sampled as one set')
@@ -141,6 +223,9 @@ def main(argv=None) -> None:
     parser.add_argument('--size', choices=sorted(SIZES), default='demo',
                         help='architecture when training from scratch')
     parser.add_argument('--steps', type=int, default=900)
+    parser.add_argument('--minutes', type=float, default=None,
+                        help='a time budget instead of --steps: the schedule follows the '
+                             'elapsed fraction and the run ends when it is spent')
     parser.add_argument('--batch-size', type=int, default=128)
     parser.add_argument('--lr', type=float, default=5e-4)
     parser.add_argument('--logit-scale-lr', type=float, default=None,
@@ -152,29 +237,57 @@ def main(argv=None) -> None:
                         help='image side in pixels for the first --low-res-steps steps '
                              '(progressive resizing: cheaper early steps)')
     parser.add_argument('--low-res-steps', type=int, default=0)
+    parser.add_argument('--checkpoint-every', type=int, default=250,
+                        help='save OUT/checkpoint every N steps (0: never)')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue the run stopped in OUT/checkpoint')
+    parser.add_argument('--until-step', type=int, default=None,
+                        help='stop after this step, with a checkpoint (--resume continues)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args(argv)
+    if args.low_res_steps and not args.low_res:
+        parser.error('--low-res-steps needs --low-res')
+    if args.resume:
+        checkpoint = Checkpoint(args.out)
+        if not checkpoint.exists():
+            parser.error(f'--resume: no checkpoint in {checkpoint.directory}')
+        changed = sorted(key for key, value in checkpoint.arguments().items()
+                         if key not in RESUMABLE_CHANGES and value != _jsonable(vars(args))[key])
+        if changed:
+            parser.error(f'--resume with other arguments than the stopped run: '
+                         f'{", ".join("--" + key.replace("_", "-") for key in changed)}')
+    return parser, args
 
+
+def _jsonable(arguments: dict) -> dict:
+    return {k: ' '.join(map(str, v)) if isinstance(v, list) else v if v is None or isinstance(
+        v, (bool, int, float)) else str(v) for k, v in arguments.items()}
+
+
+def build_or_load(args, items):
+    """Build or load the model to train; return it, its tokenizer, side, mean and std."""
+    init = str(Checkpoint(args.out).directory) if args.resume else args.init
+    if init:
+        encoder = load_clip(resolve_model(init), device=args.device, precision='fp32')
+        return (encoder.model, encoder.tokenizer, encoder.settings.crop, encoder.settings.mean,
+                encoder.settings.std)
+    size = SIZES[args.size]
+    captions = sorted({item.caption for item in items})
+    tokenizer = build_tokenizer(default_corpus(extra=captions + list(BACKGROUND_CAPTIONS)),
+                                vocab_size=800, max_length=size.max_text_tokens)
+    return build_model(tokenizer, size, seed=args.seed), tokenizer, size.image_size, \
+        CLIP_MEAN, CLIP_STD
+
+
+def main(argv=None) -> None:
+    parser, args = parse_arguments(argv)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     device = torch.device(args.device)
     items = [item for folder in args.data for item in read_captions(folder)]
-    if args.init:
-        encoder = load_clip(resolve_model(args.init), device=args.device, precision='fp32')
-        model, tokenizer = encoder.model, encoder.tokenizer
-        image_size = encoder.settings.crop
-        mean, std = encoder.settings.mean, encoder.settings.std
-    else:
-        size = SIZES[args.size]
-        captions = sorted({item.caption for item in items})
-        tokenizer = build_tokenizer(default_corpus(extra=captions + list(BACKGROUND_CAPTIONS)),
-                                    vocab_size=800, max_length=size.max_text_tokens)
-        model = build_clip(tokenizer, size, seed=args.seed)
-        image_size, mean, std = size.image_size, CLIP_MEAN, CLIP_STD
+    model, tokenizer, image_size, mean, std = build_or_load(args, items)
     patch = model.config.vision_config.patch_size
-    if args.low_res_steps and not args.low_res:
-        parser.error('--low-res-steps needs --low-res')
     if args.low_res and not patch <= args.low_res < image_size:
         parser.error(f'--low-res must be at least the patch size ({patch}) and below the '
                      f'input size ({image_size})')
@@ -209,12 +322,32 @@ def main(argv=None) -> None:
          'lr': args.logit_scale_lr or 10 * args.lr}], lr=args.lr)
     base_lrs = [group['lr'] for group in optimizer.param_groups]
 
-    history = []
-    started = time.monotonic()
-    progress = tqdm(range(1, args.steps + 1), desc='training', unit='step')
-    for step in progress:
+    checkpoint = Checkpoint(args.out)
+    arguments = _jsonable(vars(args))
+    step, spent, history = 0, 0.0, []
+    if args.resume:
+        step, spent, history = checkpoint.restore(optimizer, rng)
+        base_lrs = [group['initial_lr'] for group in optimizer.param_groups]
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group['initial_lr'] = base
+    last = args.steps if args.minutes is None else None
+    started = time.monotonic() - spent * 60
+
+    def minutes() -> float:
+        return (time.monotonic() - started) / 60
+
+    def save() -> None:
+        checkpoint.save(model, tokenizer, image_size, optimizer, rng, step, minutes(), history,
+                        arguments)
+
+    progress = tqdm(total=last, initial=step, desc='training', unit='step')
+    while True:
+        done = step / last if last else minutes() / args.minutes
+        if done >= 1 or (args.until_step is not None and step >= args.until_step):
+            break
+        step += 1
         warm = min(1.0, step / max(1, args.warmup))
-        cosine = 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        cosine = 0.5 * (1 + math.cos(math.pi * (step / last if last else done)))
         for group, base in zip(optimizer.param_groups, base_lrs):
             group['lr'] = base * warm * cosine
         batch = torch.from_numpy(rng.choice(len(items), args.batch_size, replace=False))
@@ -236,19 +369,31 @@ def main(argv=None) -> None:
             model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
         record = {'step': step, 'loss': round(loss.item(), 4),
                   'logit_scale': round(model.logit_scale.exp().item(), 2)}
-        if probe and (step % args.eval_every == 0 or step == args.steps):
+        ending = step == last or (last is None and minutes() >= args.minutes)
+        if probe and (step % args.eval_every == 0 or ending):
+            record['minutes'] = round(minutes(), 2)
             record['probe_accuracy'] = round(probe.accuracy(model, tokenizer, image_settings), 4)
         history.append(record)
+        progress.update()
         progress.set_postfix({k: v for k, v in record.items() if k != 'step'})
+        if args.checkpoint_every and step % args.checkpoint_every == 0 and not ending:
+            save()
+    progress.close()
 
+    if args.until_step is not None and step >= args.until_step and (
+            last is None or step < last):
+        save()
+        print(json.dumps({'stopped_at_step': step, 'checkpoint': str(checkpoint.directory)}))
+        return
     model.eval()
     save_model_directory(args.out, model, tokenizer, image_size)
     summary = {'command_args': {k: ' '.join(map(str, v)) if isinstance(v, list) else str(v)
                                 for k, v in vars(args).items()},
-               'pairs': len(items), 'minutes': round((time.monotonic() - started) / 60, 1),
+               'pairs': len(items), 'steps': step, 'minutes': round(minutes(), 1),
                'final': history[-1], 'loss': [h['loss'] for h in history],
                'probe': [h for h in history if 'probe_accuracy' in h]}
     (args.out / 'training.json').write_text(json.dumps(summary, indent=1))
+    _remove_tree(checkpoint.directory)
     print(json.dumps(summary['final']))
 
 
