@@ -95,7 +95,7 @@ def replay_demo_bag(ros, **overrides):
     received = []
     player.create_subscription(Detection2DArray, '/detections', received.append, RELIABLE)
     assert ros.wait_for_subscribers(pub)
-    assert ros.spin_until(lambda: node.detections_pub.get_subscription_count() > 0)
+    assert ros.spin_until(lambda: node.outputs.detections_pub.get_subscription_count() > 0)
     for index, (_, _, _, data) in enumerate(read_messages(DEMO_BAG)):
         pub.publish(data)  # the recorded CDR, as `ros2 bag play` sends it
         assert ros.spin_until(lambda: len(received) > index, 60), f'frame {index} unanswered'

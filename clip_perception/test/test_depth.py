@@ -100,7 +100,7 @@ def test_detections_in_3d_over_dds_and_what_happens_without_good_depth(ros, capf
     probe.create_subscription(Detection3DArray, 'detections_3d', found_3d.append, RELIABLE)
     for pub in pubs.values():
         assert ros.wait_for_subscribers(pub)
-    assert ros.spin_until(lambda: node.detections_3d_pub.get_subscription_count() > 0)
+    assert ros.spin_until(lambda: node.outputs.detections_3d_pub.get_subscription_count() > 0)
 
     def frame(stamp, depth=None, depth_stamp=None, **depth_options):
         if depth is not None:
@@ -181,7 +181,7 @@ def test_a_replayed_bag_with_depth_and_camera_info_gives_positions_in_metres(ros
     player.create_subscription(Detection3DArray, '/detections_3d', found.append, RELIABLE)
     for pub in pubs.values():
         assert ros.wait_for_subscribers(pub)
-    assert ros.spin_until(lambda: node.detections_3d_pub.get_subscription_count() > 0)
+    assert ros.spin_until(lambda: node.outputs.detections_3d_pub.get_subscription_count() > 0)
     for topic, _, _, data in read_messages(bag):  # depth and info first, then the frame
         pubs[topic].publish(data)
         if topic == '/camera/image_raw':

@@ -9,7 +9,7 @@ service requests, stamps far in the future, depth at a high rate.
 import threading
 import time
 
-from clip_perception.ros import node as node_module
+from clip_perception.ros import outputs as outputs_module, planner_services
 from clip_perception.ros.node import ClipPerceptionNode
 from clip_perception_interfaces.srv import Detect, Find
 from colour_encoder import colour_scene, ColourEncoder
@@ -94,7 +94,7 @@ def test_rejections_of_several_kinds_and_a_failing_frame_never_end_inference(ros
     attacker.send_handled(node, yuv, 'rejected')  # a warning again after the error
     for stamp in range(3):
         attacker.send(attacker.good_frame(stamp))
-    assert node._worker.is_alive()
+    assert node.worker.alive()
     assert [d.results[0].hypothesis.class_id for d in attacker.detections[-1].detections] == \
         ['red']
 
@@ -106,13 +106,13 @@ def test_an_exception_while_publishing_loses_that_frame_only(ros, monkeypatch, c
     viewer = []
     attacker.node.create_subscription(Image, '/clip_perception/debug_image', viewer.append,
                                       qos_profile_sensor_data)
-    assert ros.spin_until(lambda: node.debug_pub.get_subscription_count() > 0)
+    assert ros.spin_until(lambda: node.outputs.debug_pub.get_subscription_count() > 0)
     calls = []
 
     def failing_overlay(*args, **kwargs):
         calls.append(1)
         raise MemoryError('Insufficient memory (simulated)')
-    monkeypatch.setattr(node_module.messages, 'debug_image', failing_overlay)
+    monkeypatch.setattr(outputs_module.messages, 'debug_image', failing_overlay)
     attacker.send(attacker.good_frame(1))  # detections go out before the overlay fails
     assert ros.spin_until(lambda: node.counters['failed'] == 1, 5), node.counters
     monkeypatch.undo()
@@ -317,7 +317,7 @@ def test_detect_refuses_too_many_labels_and_stops_work_nobody_waits_for(ros, mon
     answer = planner.call(planner.detect_clients[0], Detect.Request(
         labels=[f'thing {i}' for i in range(10_000)]))
     assert not answer.success and 'at most 100 labels per request' in answer.message
-    monkeypatch.setattr(node_module, 'QUERY_WAIT_SEC', 1.0)
+    monkeypatch.setattr(planner_services, 'QUERY_WAIT_SEC', 1.0)
     encoder.gate = threading.Event()  # the inference thread is busy with a frame
     attacker.send(attacker.good_frame(2), answered=False)
     assert ros.spin_until(lambda: encoder.calls_started > 1, 5)
@@ -371,8 +371,8 @@ def test_a_find_queued_behind_a_detect_fails_at_once_on_deactivation(ros):
     # both wait behind the frame; the inference thread then takes them together
     detect = planner.detect_clients[0].call_async(Detect.Request(labels=['green']))
     find = planner.find_client.call_async(Find.Request(query='red', top_k=1))
-    assert ros.spin_until(lambda: len(node._queries) == 2, 5)
-    assert ros.spin_until(lambda: not node._queries, 30)  # taken: the detect runs
+    assert ros.spin_until(lambda: len(node.worker.queries) == 2, 5)
+    assert ros.spin_until(lambda: not node.worker.queries, 30)  # taken: the detect runs
     started = time.monotonic()
     node.trigger_deactivate()  # cancels the detect at its next crop
     assert ros.spin_until(lambda: detect.done() and find.done(), 10)

@@ -99,7 +99,7 @@ def test_the_checker_sees_imports_that_point_up(tmp_path):
 
 @pytest.mark.slow
 def test_loading_the_node_loads_no_tool_and_the_engine_loads_no_ros():
-    code = ('import sys, clip_perception.ros.node; '
+    code = ('import sys, clip_perception.ros.run_node; '
             'tools = sorted(m for m in sys.modules if m.startswith("clip_perception.tools")); '
             'sys.exit(str(tools) if tools else 0)')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)

@@ -48,7 +48,7 @@ def test_replayed_bag_gives_the_expected_recorded_detections(ros, input_bag, tmp
     outputs = {'/detections': Detection2DArray, '/classification': Classification}
     recorder = BagRecorder(player, tmp_path / 'output', outputs, RELIABLE)
     assert ros.wait_for_subscribers(pub)
-    assert ros.spin_until(lambda: node.detections_pub.get_subscription_count() >= 1)
+    assert ros.spin_until(lambda: node.outputs.detections_pub.get_subscription_count() >= 1)
     replayed = 0
     for topic, msgtype, _, data in read_messages(input_bag):
         assert (topic, msgtype) == ('/camera/image_raw', 'sensor_msgs/msg/Image')

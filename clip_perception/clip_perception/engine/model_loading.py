@@ -226,8 +226,9 @@ def load_owl(model: str, device: str = 'auto', precision: str = 'auto'):
 
 def load_encoder(model: str, device: str = 'auto', precision: str = 'auto',
                  localizer: str = 'windows'):
-    """Load what `localizer` runs on: OWL-ViT/OWLv2 for owlvit, CLIP for the others."""
-    if localizer == 'owlvit':
+    """Load what `localizer` runs on (its model family: OWL-ViT/OWLv2, or CLIP)."""
+    from clip_perception.engine.localizers import localizer as registered
+    if registered(localizer).model_family == 'owl':
         return load_owl(model, device, precision)
     return load_clip(model, device, precision)
 

@@ -125,6 +125,12 @@ def gaussian_blur(images: torch.Tensor, sigma: float, truncate: float = 4.0) -> 
                     .expand(channels, 1, 1, -1).contiguous(), groups=channels)
 
 
+def owl_label_scores(output: OwlOutput, num_labels: int) -> np.ndarray:
+    """Return each label's image-level score [L]: its best patch score."""
+    scores = output.logits.sigmoid().numpy()
+    return scores.max(axis=0) if len(scores) else np.zeros(num_labels)
+
+
 def owl_detections(output: OwlOutput, labels: tuple[str, ...], score_threshold: float,
                    nms_iou: float, max_detections: int) -> tuple[list[Detection], np.ndarray]:
     """
@@ -138,7 +144,7 @@ def owl_detections(output: OwlOutput, labels: tuple[str, ...], score_threshold: 
     best = scores.argmax(axis=1)
     best_score = scores[np.arange(len(best)), best]
     keep = np.flatnonzero(best_score >= score_threshold)
-    label_scores = scores.max(axis=0) if len(scores) else np.zeros(len(labels))
+    label_scores = owl_label_scores(output, len(labels))
     if keep.size == 0:
         return [], label_scores
     boxes = output.boxes.numpy().astype(np.float64)[keep]

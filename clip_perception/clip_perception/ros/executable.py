@@ -4,7 +4,7 @@ The `clip_perception_node` executable (what `ros2 run` and launch files start).
 Loading the node's modules (torch, transformers) takes seconds; a SIGINT or
 SIGTERM in that time ends the process quietly with exit code 0 instead of a
 KeyboardInterrupt traceback. From rclpy.init on, rclpy handles the signals
-(see node.main).
+(see run_node.main).
 """
 from pathlib import Path
 import shutil
@@ -54,7 +54,7 @@ def main(args=None) -> int:
         return 0
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, _exit_quietly)
-    from clip_perception.ros.node import main as run_node
+    from clip_perception.ros.run_node import main as run_node
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return run_node(args)

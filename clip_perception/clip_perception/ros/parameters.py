@@ -10,8 +10,8 @@ read parameter files with it).
 import array
 from dataclasses import dataclass, replace
 
-from clip_perception.engine.detector import (CLASSIFICATIONS, DetectorSettings, LOCALIZERS,
-                                             REFERENCE_FRAME)
+from clip_perception.engine.detector import CLASSIFICATIONS, DetectorSettings, REFERENCE_FRAME
+from clip_perception.engine.localizers import LOCALIZERS
 from clip_perception.engine.memory import MemorySettings
 from clip_perception.engine.model_loading import DEFAULT_MODEL, PRECISIONS
 from clip_perception.engine.prompts import validate_prompts

@@ -18,7 +18,8 @@ import argparse
 from pathlib import Path
 import sys
 
-from clip_perception.engine.detector import REGION_LOCALIZERS, ZeroShotDetector
+from clip_perception.engine.detector import ZeroShotDetector
+from clip_perception.engine.localizers import localizer, REGION_LOCALIZERS
 from clip_perception.engine.memory import (FrameMemory, MemorySettings, query_label,
                                            StoredFrame)
 from clip_perception.engine.model_loading import load_encoder
@@ -133,7 +134,7 @@ def main(argv=None) -> int:
         parser.error('the query must not be blank and --top must be >= 1')
     existing_path(args.bag, 'rosbag2')
     settings, values = read_settings(args.params)
-    if settings.localizer not in REGION_LOCALIZERS:
+    if not localizer(settings.localizer).keeps_regions:
         parser.error(f'localizer {settings.localizer} keeps no region embeddings; use one of '
                      f'{", ".join(REGION_LOCALIZERS)}')
     writable_file(args.sheet)

@@ -19,9 +19,6 @@ from clip_perception.engine.boxes import Detection, per_label_nms
 import cv2
 import numpy as np
 
-# Localizers that draw heatmaps (DetectorSettings.localizer).
-HEATMAP_LOCALIZERS = ('dense', 'gradcam')
-
 
 def map_input_size(height: int, width: int, short_side: int, patch: int) -> tuple[int, int]:
     """
