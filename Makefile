@@ -175,7 +175,8 @@ train-demo-model: setup
 	$(PY) -m clip_perception.train --data $(TRAIN_DIR)/train --eval-data $(TRAIN_DIR)/probe \
 	    --out $(TRAIN_DIR)/stage1 --steps $(call size,8000,4) --low-res 32 \
 	    --low-res-steps $(call size,3000,2) --eval-every $(call size,500,2) \
-	    --batch-size $(call size,128,16) --lr 7e-4 --seed 0
+	    --batch-size $(call size,128,16) --lr 7e-4 --seed 0 \
+	    $(if $(wildcard $(TRAIN_DIR)/stage1/checkpoint/trainer.json),--resume)
 	$(PY) -m clip_perception.make_dataset crops $(TRAIN_DIR)/fresh --count $(call size,6000,32) --seed 2
 	$(PY) -m clip_perception.make_dataset hard $(TRAIN_DIR)/hard --count $(call size,2000,16) --seed 3 \
 	    --model $(TRAIN_DIR)/stage1 --params $(PKG)/config/demo.yaml
