@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from clip_perception.ros.environment import local_graph_environment
+from clip_perception.ros.environment import collected, local_graph_environment
 from clip_perception.ros.executable import node_command
 from clip_perception.tools.model_building import build_random_model_directory
 import numpy as np
@@ -49,11 +49,8 @@ class Probe:
         self.executor.add_node(self.node)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = self.node.create_publisher(Image, '/camera/image_raw', reliable)
-        self.detections, self.diagnostics = [], []
-        self.node.create_subscription(Detection2DArray, '/detections', self.detections.append,
-                                      reliable)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append,
-                                      reliable)
+        self.detections = collected(self.node, Detection2DArray, '/detections', reliable)
+        self.diagnostics = collected(self.node, DiagnosticArray, '/diagnostics', reliable)
         self.frame = Image(height=96, width=128, encoding='rgb8', step=128 * 3)
         self.frame.data = np.full((96, 128, 3), 128, np.uint8).tobytes()
         self.streaming = False

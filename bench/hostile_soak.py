@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 
-from clip_perception.ros.environment import local_graph_environment
+from clip_perception.ros.environment import collected, local_graph_environment
 from clip_perception.ros.executable import node_command
 from clip_perception.ros.rosbag_io import bag_images
 from clip_perception.tools.assets import DEMO_BAG, DEMO_PARAMS
@@ -70,11 +70,8 @@ class Attacker:
         self.image_pub = self.node.create_publisher(Image, 'image', reliable)
         self.depth_pub = self.node.create_publisher(Image, 'depth', reliable)
         self.info_pub = self.node.create_publisher(CameraInfo, 'camera_info', reliable)
-        self.answers, self.diagnostics = [], []
-        self.node.create_subscription(Detection2DArray, 'detections', self.answers.append,
-                                      reliable)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append,
-                                      reliable)
+        self.answers = collected(self.node, Detection2DArray, 'detections', reliable)
+        self.diagnostics = collected(self.node, DiagnosticArray, '/diagnostics', reliable)
         self.parameters = AsyncParameterClient(self.node, 'clip_perception')
         # Every client of a service receives every reply (DDS has one reply topic) and
         # keeps its own: a burst of 50 replies overflows rclpy's default depth of 10.

@@ -1,6 +1,7 @@
 """Building blocks for node tests: images as messages, a node with the colour encoder."""
 import threading
 
+from clip_perception.ros.environment import collected
 from clip_perception.ros.node import ClipPerceptionNode
 from clip_perception.ros.parameters import read_parameters_file
 from clip_perception.ros.rosbag_io import read_messages
@@ -21,6 +22,16 @@ COLOUR_PARAMETERS = {
     'score_threshold': 0.6,
     'image_reliability': 'reliable',
 }
+
+
+class Probe:
+    """A node of the test's own: publishes images on `image`, collects `detections`."""
+
+    def __init__(self, ros, name: str):
+        self.ros = ros
+        self.node = ros.node(name)
+        self.image_pub = self.node.create_publisher(Image, 'image', RELIABLE)
+        self.detections = collected(self.node, Detection2DArray, 'detections', RELIABLE)
 
 
 def diagnostic_values(array) -> dict[str, str]:

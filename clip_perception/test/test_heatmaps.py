@@ -117,28 +117,37 @@ def test_clip_patch_embeddings_are_the_last_blocks_values_projected(tiny_clip):
     assert wide.shape[1:3] == (3, 5)
 
 
-def test_clip_gradcam_equals_grad_cam_through_the_models_own_forward(tiny_clip):
-    model, seen = tiny_clip.model, {}
-    norm = model.vision_model.encoder.layers[-1].layer_norm1
+def grad_cam_reference(encoder, layer, pixels):
+    """
+    Grad-CAM's inputs through the model's own forward pass: `layer`'s output and its gradient.
+
+    Returns (texts [3, D], logits [N, 3], activations with .grad of label 1's logit).
+    """
+    seen = {}
 
     def keep(module, inputs, output):
         output.retain_grad()
         seen['activations'] = output
-    hook = norm.register_forward_hook(keep)
-    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    texts = tiny_clip.encode_texts(['a photo of a hammer.', 'a photo of a wrench.',
-                                    'a photo of an empty workbench.']).clone()
+    hook = layer.register_forward_hook(keep)
+    texts = encoder.encode_texts(['a photo of a hammer.', 'a photo of a wrench.',
+                                  'a photo of an empty workbench.']).clone()
     image = torch.nn.functional.normalize(
-        model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
-    logits = tiny_clip.logit_scale * image @ texts.T
+        encoder.model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+    logits = encoder.logit_scale * image @ texts.T
     logits[:, 1].sum().backward()
     hook.remove()
-    activations = seen['activations']
+    return texts, logits.detach(), seen['activations']
+
+
+def test_clip_gradcam_equals_grad_cam_through_the_models_own_forward(tiny_clip):
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    texts, logits, activations = grad_cam_reference(
+        tiny_clip, tiny_clip.model.vision_model.encoder.layers[-1].layer_norm1, pixels)
     weights = activations.grad[:, 1:].mean(dim=1, keepdim=True)
     expected = (weights * activations[:, 1:]).sum(dim=-1).relu().detach()
 
     got_logits, maps = tiny_clip.gradcam(pixels, texts, num_maps=2)
-    torch.testing.assert_close(got_logits, logits.detach())
+    torch.testing.assert_close(got_logits, logits)
     assert maps.shape == (2, 2, 2, 2)
     torch.testing.assert_close(maps[:, 1].flatten(1), expected)
 
@@ -170,26 +179,14 @@ def test_convnext_gradcam_equals_grad_cam_through_the_models_own_forward(tiny_co
     # Grad-CAM's original setting: the last convolutional feature map, through the
     # dual encoder's own forward pass
     encoder = load_clip(str(tiny_conv_dir), 'cpu')
-    model, seen = encoder.model, {}
-
-    def keep(module, inputs, output):
-        output.retain_grad()
-        seen['activations'] = output
-    hook = model.vision_model.encoder.stages[-1].register_forward_hook(keep)
     pixels = torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(1))
-    texts = encoder.encode_texts(['a photo of a hammer.', 'a photo of a wrench.',
-                                  'a photo of an empty workbench.']).clone()
-    image = torch.nn.functional.normalize(
-        model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
-    logits = encoder.logit_scale * image @ texts.T
-    logits[:, 1].sum().backward()
-    hook.remove()
-    activations = seen['activations']
+    texts, logits, activations = grad_cam_reference(
+        encoder, encoder.model.vision_model.encoder.stages[-1], pixels)
     weights = activations.grad.mean(dim=(-2, -1), keepdim=True)
     expected = (weights * activations).sum(dim=1).relu().detach()
 
     got_logits, maps = encoder.gradcam(pixels, texts, num_maps=2)
-    torch.testing.assert_close(got_logits, logits.detach())
+    torch.testing.assert_close(got_logits, logits)
     assert encoder.patch_size == 8  # a 4 px stem, then one stage halving it
     assert maps.shape == (2, 2, 6, 8)
     torch.testing.assert_close(maps[:, 1], expected)

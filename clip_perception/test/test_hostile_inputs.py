@@ -10,36 +10,32 @@ import threading
 import time
 
 from clip_perception.ros import outputs as outputs_module, planner_services
+from clip_perception.ros.environment import collected
 from clip_perception.ros.node import ClipPerceptionNode
 from clip_perception_interfaces.srv import Detect, Find
 from colour_encoder import colour_scene, ColourEncoder
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from node_helpers import (diagnostic_values, image_message, RELIABLE, replay_demo_bag,
+from node_helpers import (diagnostic_values, image_message, Probe, RELIABLE, replay_demo_bag,
                           start_colour_node, threaded_node)
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
-from vision_msgs.msg import Detection2DArray, Detection3DArray
+from vision_msgs.msg import Detection3DArray
 
 pytestmark = pytest.mark.slow
 
 RED = ('red', 40, 30, 100, 90)
 
 
-class Attacker:
+class Attacker(Probe):
     """A probe node: sends frames, depth and requests; collects the node's outputs."""
 
     def __init__(self, ros, depth=False):
-        self.ros = ros
-        self.node = ros.node('attacker')
-        self.image_pub = self.node.create_publisher(Image, 'image', RELIABLE)
-        self.detections, self.detections_3d, self.diagnostics = [], [], []
-        self.node.create_subscription(Detection2DArray, 'detections', self.detections.append,
-                                      RELIABLE)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append,
-                                      RELIABLE)
+        super().__init__(ros, 'attacker')
+        self.detections_3d = []
+        self.diagnostics = collected(self.node, DiagnosticArray, '/diagnostics', RELIABLE)
         self.pubs = [self.image_pub]
         if depth:
             self.depth_pub = self.node.create_publisher(Image, 'depth', RELIABLE)

@@ -1,32 +1,28 @@
 """The node with each localizer over real DDS: outputs, ~/heatmap, runtime label changes."""
 from clip_perception.engine.model_loading import load_clip
+from clip_perception.ros.environment import collected
 from clip_perception.ros.messages import box_corners
 from clip_perception.ros.node import ClipPerceptionNode
 from colour_encoder import colour_scene, ColourEncoder
-from node_helpers import image_message, RELIABLE, start_colour_node
+from node_helpers import image_message, Probe, RELIABLE, start_colour_node
 import pytest
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-from vision_msgs.msg import Classification, Detection2DArray
+from vision_msgs.msg import Classification
 
 pytestmark = pytest.mark.slow
 
 SQUARE = (40, 30, 100, 90)
 
 
-class Outputs:
+class Outputs(Probe):
     """Publish images to the node; collect its detections, classifications and heatmaps."""
 
     def __init__(self, ros):
-        self.ros = ros
-        self.node = ros.node('localizer_probe')
-        self.image_pub = self.node.create_publisher(Image, 'image', RELIABLE)
-        self.detections, self.classifications, self.heatmaps = [], [], []
-        self.node.create_subscription(Detection2DArray, 'detections', self.detections.append,
-                                      RELIABLE)
-        self.node.create_subscription(Classification, 'classification',
-                                      self.classifications.append, RELIABLE)
+        super().__init__(ros, 'localizer_probe')
+        self.heatmaps = []
+        self.classifications = collected(self.node, Classification, 'classification', RELIABLE)
         self.heatmap_sub = self.node.create_subscription(
             Image, '/clip_perception/heatmap', self.heatmaps.append,
             QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))

@@ -17,6 +17,7 @@ import sys
 import time
 
 from clip_perception.engine.prompts import DEFAULT_LABELS
+from clip_perception.ros.environment import collected
 from clip_perception.ros.executable import installed_command, node_command
 from clip_perception.tools.assets import DEMO_BAG, DEMO_MODEL
 from clip_perception.tools.demo import truth_path
@@ -238,11 +239,8 @@ class FrameStream:
         self.ros, self.period = ros, 1.0 / rate_hz
         self.node = ros.node('frame_stream')
         self.pub = self.node.create_publisher(Image, '/camera/image_raw', RELIABLE)
-        self.detections, self.diagnostics = [], []
-        self.node.create_subscription(Detection2DArray, '/detections', self.detections.append,
-                                      RELIABLE)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append,
-                                      RELIABLE)
+        self.detections = collected(self.node, Detection2DArray, '/detections', RELIABLE)
+        self.diagnostics = collected(self.node, DiagnosticArray, '/diagnostics', RELIABLE)
         self.frame = colour_scene(*size)
         self.sent = 0
 

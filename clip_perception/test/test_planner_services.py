@@ -13,10 +13,9 @@ from clip_perception.ros.messages import box_corners
 from clip_perception.ros.rosbag_io import BagFrame, read_messages, write_image_bag
 from clip_perception_interfaces.srv import Detect, Find
 from colour_encoder import colour_scene, ColourEncoder
-from node_helpers import image_message, RELIABLE, start_colour_node, threaded_node
+from node_helpers import image_message, Probe, start_colour_node, threaded_node
 import pytest
 from sensor_msgs.msg import Image
-from vision_msgs.msg import Detection2DArray
 
 pytestmark = pytest.mark.slow
 
@@ -31,16 +30,11 @@ def node(ros):
     stop()
 
 
-class Planner:
+class Planner(Probe):
     """A probe: publishes frames, collects detections, calls the services."""
 
     def __init__(self, ros):
-        self.ros = ros
-        self.node = ros.node('planner')
-        self.image_pub = self.node.create_publisher(Image, 'image', RELIABLE)
-        self.detections = []
-        self.node.create_subscription(Detection2DArray, 'detections', self.detections.append,
-                                      RELIABLE)
+        super().__init__(ros, 'planner')
         self.detect_client = self.node.create_client(Detect, '/clip_perception/detect')
         self.find_client = self.node.create_client(Find, '/clip_perception/find')
         assert self.detect_client.wait_for_service(timeout_sec=10)

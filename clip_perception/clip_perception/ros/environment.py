@@ -33,3 +33,10 @@ def local_graph_environment(domain_id: int | None = None,
     if not env.get('AMENT_PREFIX_PATH'):
         env['AMENT_PREFIX_PATH'] = sys.prefix
     return env
+
+
+def collected(node, msg_type, topic: str, qos) -> list:
+    """Subscribe `node` to `topic` and return the list its messages are appended to."""
+    messages = []
+    node.create_subscription(msg_type, topic, messages.append, qos)
+    return messages
