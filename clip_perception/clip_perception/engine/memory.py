@@ -50,6 +50,7 @@ class StoredFrame:
     stamp_ns: int  # header stamp, nanoseconds
     frame_id: str
     regions: Regions
+    robot: str = ''  # the robot that saw it (a fleet's store; '' in a node's own memory)
 
 
 @dataclass(frozen=True)
