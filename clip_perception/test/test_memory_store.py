@@ -1,8 +1,11 @@
 """The memory in Milvus Lite, for real: insert, filtered search, retention, restart, bad files."""
+import time
+
 from clip_perception.engine.memory import FrameMemory, MemorySettings, NS_PER_SEC, Regions
 from clip_perception.engine.memory import StoredFrame
 from clip_perception.engine.memory_store import (milvus_uri, MilvusStore, store_filter,
                                                  StoreError, StoreSettings)
+from clip_perception.engine.store_writer import StoreWriter
 import numpy as np
 import pytest
 import torch
@@ -122,3 +125,55 @@ def test_a_file_that_is_no_store_fails_with_one_clear_line(tmp_path):
     assert '\n' not in message
     with pytest.raises(StoreError, match='memory_store must be'):
         MilvusStore(StoreSettings('fleet:19530'), DIM)
+
+
+def wait_for(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'timed out'
+        time.sleep(0.02)
+
+
+def test_the_writer_batches_frames_into_the_store(tmp_path):
+    rng = np.random.default_rng(3)
+    writer = StoreWriter(lambda: open_store(tmp_path), max_batch=4, run='live')
+    for second in range(10):
+        writer.put(frame(rng, '/cam', second), second * NS_PER_SEC)
+    assert writer.flush(30)
+    assert (writer.state.written_frames, writer.state.written_rows) == (10, 30)
+    assert writer.state.connected and writer.state.dropped_frames == 0
+    assert writer.store().count() == 30 and writer.store().runs() == {'live'}
+    writer.close()
+
+
+def test_a_store_that_goes_away_costs_frames_not_detection_and_comes_back(tmp_path):
+    rng = np.random.default_rng(4)
+    writer = StoreWriter(lambda: open_store(tmp_path), retry_sec=0.2)
+    writer.put(frame(rng, '/cam', 0), 0)
+    assert writer.flush(30) and writer.state.written_frames == 1
+    writer.store().client.close()  # the server went away under the writer
+    writer.put(frame(rng, '/cam', 1), NS_PER_SEC)
+    wait_for(lambda: writer.state.failures >= 1)
+    assert writer.state.dropped_frames == 1 and writer.state.last_error
+    wait_for(lambda: writer.state.connected)  # opened again after retry_sec
+    writer.put(frame(rng, '/cam', 2), 2 * NS_PER_SEC)
+    assert writer.flush(30) and writer.state.written_frames == 2
+    assert writer.store().count() == 6
+    writer.close()
+
+
+def test_a_store_that_cannot_be_opened_drops_frames_and_put_never_waits(tmp_path):
+    (tmp_path / 'a_file').write_text('not a folder')
+    writer = StoreWriter(lambda: MilvusStore(StoreSettings(
+        f'milvus:{tmp_path / "a_file" / "memory.db"}'), DIM), max_queue=8, retry_sec=0.1)
+    rng = np.random.default_rng(5)
+    started = time.monotonic()
+    for second in range(50):
+        writer.put(frame(rng, '/cam', second), second * NS_PER_SEC)
+    assert time.monotonic() - started < 5  # generous: put only appends
+    wait_for(lambda: writer.state.failures >= 2)
+    assert not writer.state.connected and 'cannot open the memory store' in \
+        writer.state.last_error
+    assert writer.flush(10)
+    assert writer.state.dropped_frames == 50 and writer.state.written_frames == 0
+    writer.close()
