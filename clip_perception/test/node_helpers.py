@@ -27,11 +27,13 @@ COLOUR_PARAMETERS = {
 class Probe:
     """A node of the test's own: publishes images on `image`, collects `detections`."""
 
-    def __init__(self, ros, name: str):
+    def __init__(self, ros, name: str, namespace: str = ''):
         self.ros = ros
         self.node = ros.node(name)
-        self.image_pub = self.node.create_publisher(Image, 'image', RELIABLE)
-        self.detections = collected(self.node, Detection2DArray, 'detections', RELIABLE)
+        prefix = f'/{namespace}/' if namespace else ''  # the node under test's namespace
+        self.image_pub = self.node.create_publisher(Image, prefix + 'image', RELIABLE)
+        self.detections = collected(self.node, Detection2DArray, prefix + 'detections',
+                                    RELIABLE)
 
 
 def diagnostic_values(array) -> dict[str, str]:
@@ -65,7 +67,7 @@ def start_colour_node(ros, encoder=None, **overrides):
     return node
 
 
-def threaded_node(ros, encoder=None, **overrides):
+def threaded_node(ros, encoder=None, namespace='', **overrides):
     """
     Start a node with the colour encoder in an executor of its own, as `main` runs it.
 
@@ -73,6 +75,7 @@ def threaded_node(ros, encoder=None, **overrides):
     """
     values = {**COLOUR_PARAMETERS, **overrides}
     node = ClipPerceptionNode(encoder=encoder or ColourEncoder(), context=ros.context,
+                              namespace=namespace,
                               parameter_overrides=[Parameter(k, value=v)
                                                    for k, v in values.items()])
     executor = SingleThreadedExecutor(context=ros.context)

@@ -141,8 +141,12 @@ class FrameMemory:
         frame = replace(frame, regions=regions._replace(embeddings=regions.embeddings.half()))
         self._frames.append((clock_ns, frame))
         self.bytes += frame_bytes(frame)
-        self._last_stored[frame.camera] = clock_ns
+        self.stored(frame.camera, clock_ns)
         self.forget(clock_ns)
+
+    def stored(self, camera: str, clock_ns: int) -> None:
+        """Note that a frame of `camera` was stored at `clock_ns` (elsewhere too): see due."""
+        self._last_stored[camera] = clock_ns
 
     def forget(self, clock_ns: int) -> None:
         """Forget the oldest frames beyond max_frames or max_bytes, or older than max_age_sec."""
@@ -158,16 +162,18 @@ class FrameMemory:
         self.bytes = 0
 
     def search(self, class_matrix: torch.Tensor, logit_scale: float, top_k: int,
-               start_ns: int = 0, end_ns: int = 0) -> list[Match]:
+               start_ns: int = 0, end_ns: int = 0, camera: str = '') -> list[Match]:
         """
         Rank the stored frames for a query: best region per frame, best frames first.
 
         class_matrix: [1 + B, D] L2-normalized, the query then the background prompts.
         start_ns / end_ns: only frames stamped within them; 0 leaves a side open.
+        camera: only its frames; empty: every camera's.
         """
         frames = [f for _, f in self._frames
                   if (not start_ns or f.stamp_ns >= start_ns) and
-                  (not end_ns or f.stamp_ns <= end_ns) and len(f.regions.boxes)]
+                  (not end_ns or f.stamp_ns <= end_ns) and (not camera or f.camera == camera)
+                  and len(f.regions.boxes)]
         return rank_frames(frames, class_matrix, logit_scale, top_k)
 
 

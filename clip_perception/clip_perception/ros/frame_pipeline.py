@@ -173,6 +173,6 @@ class FramePipeline:
     def _remember(self, parked, frame: Frame, regions) -> None:
         """Store a frame; its period and age count on the node's clock, not its stamp."""
         header = parked.msg.header
-        self.node.memory.add(StoredFrame(parked.topic, messages.stamp_ns(header),
-                                         header.frame_id, regions.scaled(frame.scale)),
-                             self.node.get_clock().now().nanoseconds)
+        self.node.memory_backend.remember(
+            StoredFrame(parked.topic, messages.stamp_ns(header), header.frame_id,
+                        regions.scaled(frame.scale)), self.node.get_clock().now().nanoseconds)

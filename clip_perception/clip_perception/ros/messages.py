@@ -43,7 +43,7 @@ def detection_array(header, detections: list[Detection],
 
 def match(found: MemoryMatch) -> Match:
     """Turn a memory match into the Find service's Match (header: the stored frame's)."""
-    out = Match(camera=found.frame.camera, score=float(found.score))
+    out = Match(robot=found.frame.robot, camera=found.frame.camera, score=float(found.score))
     out.header.stamp.sec, out.header.stamp.nanosec = divmod(found.frame.stamp_ns, NS_PER_SEC)
     out.header.frame_id = found.frame.frame_id
     (out.bbox.center.position.x, out.bbox.center.position.y,

@@ -26,11 +26,13 @@ import time
 from clip_perception.engine.detector import ZeroShotDetector
 from clip_perception.engine.localizers import localizer
 from clip_perception.engine.memory import FrameMemory
+from clip_perception.engine.memory_store import StoreSettings
 from clip_perception.engine.model_loading import load_encoder, ModelLoadError
 from clip_perception.ros.depth_3d import Depth3D, depth_topic_pairs
 from clip_perception.ros.frame_pipeline import FramePipeline
 from clip_perception.ros.inference_worker import InferenceWorker, ParkedImage, STOP_WAIT_SEC
 from clip_perception.ros.log_throttle import ThrottledLog
+from clip_perception.ros.memory_backend import MemoryBackend, robot_name
 from clip_perception.ros.outputs import FrameStats, inference_status, Outputs
 from clip_perception.ros.package_files import resolve_model
 from clip_perception.ros.parameters import (check_choices, memory_settings, PARAMETERS,
@@ -113,6 +115,7 @@ class ClipPerceptionNode(LifecycleNode):
         self.stats = FrameStats()
         self.counters = self.stats.counters
         self._log = ThrottledLog(self.get_logger())
+        self.memory_backend = MemoryBackend(self.memory, self._log)
         self._depth = Depth3D(self, self._log,
                               functools.partial(self.stats.count, 'without_3d'))
         self.outputs = Outputs(self, self._depth, self.stats)
@@ -146,6 +149,7 @@ class ClipPerceptionNode(LifecycleNode):
             self._depth_pairs = depth_topic_pairs(self.value('depth_topics'),
                                                   self.value('camera_info_topics'),
                                                   len(self.input_topics))
+            MemoryBackend.check(self.value('memory_store'))
         except (ValueError, InvalidTopicNameException) as error:
             return self._cannot_start(error)
         self.outputs.create(heatmaps=localizer(self.value('localizer')).draws_heatmaps,
@@ -165,6 +169,11 @@ class ClipPerceptionNode(LifecycleNode):
         except (ModelLoadError, ValueError) as error:
             return self._cannot_start(error)
         self.pipeline.start(tracking)
+        self.memory_backend.start(StoreSettings(
+            self.value('memory_store'), self.value('memory_store_token'),
+            robot_name(self.value('memory_robot'), self.get_namespace(), self.get_name()),
+            self.value('memory_store_rows'), self.value('memory_max_age')),
+            self.detector.class_embeddings().matrix.shape[1])
         self.model_name = getattr(encoder, 'name', '') or self.value('model')
         result = super().on_activate(state)  # the publishers first: frames may come at once
         self.worker.start()
@@ -209,6 +218,7 @@ class ClipPerceptionNode(LifecycleNode):
             self.destroy_subscription(subscription)
         self._inputs.clear()
         self.worker.clear('the node was deactivated')
+        self.memory_backend.close()
         if self.detector is not None and self._given_encoder is None:
             self.detector.encoder.release()  # and the CUDA cache with it
         self.detector = None
@@ -317,7 +327,7 @@ class ClipPerceptionNode(LifecycleNode):
             self.stats, {'device': str(detector.encoder.device) if detector else '',
                          'model': self.model_name, 'labels': len(self.value('labels')),
                          'max_batch': detector.batch_size if detector else
-                         self.value('max_batch')},
+                         self.value('max_batch'), **self.memory_backend.diagnostic_values()},
             self.worker.alive(), self.worker.stalled_sec(), self.value('watchdog_sec'),
             self.enabled)
 

@@ -174,6 +174,20 @@ PARAMETERS = (
     ParameterSpec('memory_max_age', _MEMORY.max_age_sec, 'double',
                   "Frames stored this many seconds ago (on the node's clock) are forgotten; "
                   '0: only memory_frames and memory_max_mb limit', limits=(0.0, 1e7)),
+    ParameterSpec('memory_store', '', 'string',
+                  "Where ~/find's memory lives: empty, in the node (memory_frames, "
+                  'memory_max_mb); milvus:PATH.db, a Milvus Lite file on the robot; '
+                  'http(s)://HOST:19530, a Milvus server shared by a fleet', read_only=True),
+    ParameterSpec('memory_store_token', '', 'string',
+                  'memory_store on a server: its token (user:password or an API key)',
+                  read_only=True),
+    ParameterSpec('memory_robot', '', 'string',
+                  "memory_store: this robot's name on its rows (~/find's robot filter); "
+                  "empty: the node's namespace, or its name at the root", read_only=True),
+    ParameterSpec('memory_store_rows', 1_000_000, 'integer',
+                  'memory_store: most rows (regions) this robot keeps there; its oldest are '
+                  'deleted first (memory_max_age applies too)', read_only=True,
+                  limits=(1, 1_000_000_000)),
 )
 
 BY_NAME = {spec.name: spec for spec in PARAMETERS}

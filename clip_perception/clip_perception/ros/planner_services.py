@@ -178,28 +178,28 @@ class PlannerServices:
             window = [t.sec * NS_PER_SEC + t.nanosec for t in (request.start, request.end)]
             if all(window) and window[0] > window[1]:
                 raise QueryError('start is after end')
-            found = await self._ask_inference_thread(
-                lambda cancelled: self._search(query, top_k, *window))
+            found, searched = await self._ask_inference_thread(
+                lambda cancelled: self._search(query, top_k, *window, request.robot,
+                                               request.camera))
         except QueryError as error:
             response.success, response.message = False, f'~/find: {error}'
             self.node.get_logger().warning(response.message)
             return response
         response.matches = [messages.match(found_match) for found_match in found]
         response.success = True
-        response.message = f'{len(found)} matches among {len(self.node.memory)} stored frames'
+        response.message = f'{len(found)} matches among {searched}'
         return response
 
-    def _search(self, query: str, top_k: int, start_ns: int, end_ns: int):
-        """On the inference thread: the memory's best frames for `query`."""
+    def _search(self, query: str, top_k: int, start_ns: int, end_ns: int, robot: str,
+                camera: str):
+        """On the inference thread: (the memory's best frames for `query`, what was searched)."""
         node, detector = self.node, self.node.detector
         if not detector.keeps_regions:
             raise QueryError(f'no memory with localizer {detector.settings.localizer} '
                              f'(it needs one of {", ".join(REGION_LOCALIZERS)})')
         if not node.value('memory'):
             raise QueryError('the memory is off (parameter memory)')
-        node.memory.forget(node.get_clock().now().nanoseconds)  # memory_max_age, also idle
-        if not len(node.memory):
-            raise QueryError('no frame is stored yet')
         classes = detector.query_embeddings(query_label(query))
-        return node.memory.search(classes.matrix, detector.encoder.logit_scale, top_k,
-                                  start_ns, end_ns)
+        return node.memory_backend.search(classes.matrix, detector.encoder.logit_scale, top_k,
+                                          start_ns, end_ns, robot, camera,
+                                          node.get_clock().now().nanoseconds)
