@@ -157,13 +157,14 @@ eval-localizers: setup $(EVAL_DIR)/own/annotations.json $(EVAL_DIR)/heldout/anno
 	    --scenes own $(EVAL_DIR)/own --scenes heldout $(EVAL_DIR)/heldout \
 	    --json $(EVAL_DIR)/localizers.json
 
-# Training the demo model on the domain-randomized generator (synthetic.py): a
-# model trained from scratch (the first 3,000 of 8,000 steps at 32 px), then
-# fine-tuned on the windows it gets wrong in fresh scenes (hard-example mining)
-# mixed with fresh ordinary crops; last, its box regressor is fitted on
-# annotated scenes. About 40 minutes on 2 CPU cores. The bundled weights were
-# made by the recipe before it, on the generator before it: see
-# models/workbench_demo/MODEL.md for what this recipe gives today.
+# Training the demo model on the domain-randomized generator (synthetic.py): the
+# demo ViT (chosen over a wider ViT and a ConvNeXt tower at matched CPU time, see
+# docs/training.md) trained from scratch (the first 4,500 of 12,000 steps at
+# 32 px), then fine-tuned on the windows it gets wrong in fresh scenes
+# (hard-example mining) mixed with fresh ordinary crops; last, its box regressor
+# is fitted on annotated scenes. About 75 minutes of training on 2 CPU cores; a
+# stopped stage 1 resumes from its checkpoint. The bundled weights were made by
+# an earlier recipe on the first generator: see models/workbench_demo/MODEL.md.
 TRAIN_DIR ?= build/train
 # TRAIN_QUICK=1: every step of a recipe on a handful of examples (a test runs it so,
 # into other folders); the figures come only from the full sizes.
@@ -173,8 +174,8 @@ train-demo-model: setup
 	$(PY) -m clip_perception.make_dataset crops $(TRAIN_DIR)/train --count $(call size,150000,64) --seed 1
 	$(PY) -m clip_perception.make_dataset crops $(TRAIN_DIR)/probe --count $(call size,2000,16) --seed 900001
 	$(PY) -m clip_perception.train --data $(TRAIN_DIR)/train --eval-data $(TRAIN_DIR)/probe \
-	    --out $(TRAIN_DIR)/stage1 --steps $(call size,8000,4) --low-res 32 \
-	    --low-res-steps $(call size,3000,2) --eval-every $(call size,500,2) \
+	    --out $(TRAIN_DIR)/stage1 --steps $(call size,12000,4) --low-res 32 \
+	    --low-res-steps $(call size,4500,2) --eval-every $(call size,500,2) \
 	    --batch-size $(call size,128,16) --lr 7e-4 --seed 0 \
 	    $(if $(wildcard $(TRAIN_DIR)/stage1/checkpoint/trainer.json),--resume)
 	$(PY) -m clip_perception.make_dataset crops $(TRAIN_DIR)/fresh --count $(call size,6000,32) --seed 2
