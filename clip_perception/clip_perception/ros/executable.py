@@ -6,6 +6,7 @@ SIGTERM in that time ends the process quietly with exit code 0 instead of a
 KeyboardInterrupt traceback. From rclpy.init on, rclpy handles the signals
 (see run_node.main).
 """
+import os
 from pathlib import Path
 import shutil
 import signal
@@ -15,7 +16,12 @@ EXECUTABLE = 'clip_perception_node'
 
 
 def _exit_quietly(signum, frame):
-    raise SystemExit(0)
+    # At once, not by raising SystemExit: an exception raised wherever the signal lands
+    # can leave a half-imported module (numpy's lazy attributes then recurse without
+    # end). Nothing has started yet that needs stopping.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 USAGE = f"""usage: {EXECUTABLE} [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE]...
