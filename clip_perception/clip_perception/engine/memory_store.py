@@ -27,6 +27,7 @@ from pathlib import Path
 import threading
 
 from clip_perception.engine.memory import Match, NS_PER_SEC, rank_frames, Regions, StoredFrame
+from clip_perception.engine.model_loading import first_line
 import numpy as np
 import torch
 
@@ -127,7 +128,7 @@ class MilvusStore:
             raise
         except Exception as error:  # a locked or corrupt file, a server not there
             raise StoreError(f'cannot open the memory store {settings.uri}: '
-                             f'{type(error).__name__}: {_first_line(error)}') from None
+                             f'{type(error).__name__}: {first_line(error)}') from None
 
     # --- set-up -------------------------------------------------------------------------
     def _open_collection(self) -> None:
@@ -282,8 +283,3 @@ class MilvusStore:
             self.client.close()
         except Exception:  # closing a client whose server went away: nothing to keep
             pass
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else ''

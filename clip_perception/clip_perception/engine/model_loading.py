@@ -88,7 +88,7 @@ def resolve_model_directory(model: str) -> Path:
     except Exception as error:  # network, unknown repository, permissions
         raise ModelLoadError(f'model {model!r} is not in the Hugging Face cache and could not '
                              f'be downloaded ({type(error).__name__}: '
-                             f'{_first_line(error)[:200]})') from None
+                             f'{first_line(error)[:200]})') from None
 
 
 def _check_model_files(directory: Path) -> None:
@@ -170,7 +170,7 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = 'auto',
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     except Exception as error:  # truncated or foreign files fail in many ways; all mean this
         raise ModelLoadError(f'could not load CLIP from {directory}: '
-                             f'{type(error).__name__}: {_first_line(error)}') from error
+                             f'{type(error).__name__}: {first_line(error)}') from error
     clip.to(torch_device).eval()
     settings = read_image_settings(directory, clip.config.vision_config.image_size)
     try:
@@ -216,7 +216,7 @@ def load_owl(model: str, device: str = 'auto', precision: str = 'auto'):
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     except Exception as error:
         raise ModelLoadError(f'could not load {kind} from {directory}: '
-                             f'{type(error).__name__}: {_first_line(error)}') from error
+                             f'{type(error).__name__}: {first_line(error)}') from error
     detector.to(torch_device).eval()
     settings = read_image_settings(directory, detector.config.vision_config.image_size)
     log.info('loaded %s (%s) on %s (%s)', model, kind, torch_device,
@@ -233,7 +233,7 @@ def load_encoder(model: str, device: str = 'auto', precision: str = 'auto',
     return load_clip(model, device, precision)
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
     """Return an exception's message, first line only (a log line stays one line)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else ''

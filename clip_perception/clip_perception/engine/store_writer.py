@@ -14,6 +14,7 @@ import threading
 import time
 
 from clip_perception.engine.memory import StoredFrame
+from clip_perception.engine.model_loading import first_line
 
 
 @dataclass
@@ -47,6 +48,7 @@ class StoreWriter:
         self._stop = threading.Event()
         self.state = WriterState()
         self._store = None
+        self._busy = False  # the thread holds a batch taken from the queue
         self._thread = threading.Thread(target=self._loop, name='memory_store_writer',
                                         daemon=True)
         self._thread.start()
@@ -88,8 +90,6 @@ class StoreWriter:
             self._store = None
 
     # --- the thread ---------------------------------------------------------------------
-    _busy = False
-
     def _loop(self) -> None:
         next_try = 0.0
         while not self._stop.is_set():
@@ -139,8 +139,7 @@ class StoreWriter:
     def _failed(self, error: Exception) -> None:
         self.state.connected = False
         self.state.failures += 1
-        text = str(error).strip().splitlines()
-        self.state.last_error = f'{type(error).__name__}: {text[0] if text else ""}'
+        self.state.last_error = f'{type(error).__name__}: {first_line(error)}'
         with self._wake:  # frames queued while away are dropped, not written late
             self.state.dropped_frames += len(self._queue)
             self._queue.clear()
