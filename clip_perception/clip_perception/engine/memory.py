@@ -51,6 +51,7 @@ class StoredFrame:
     frame_id: str
     regions: Regions
     robot: str = ''  # the robot that saw it (a fleet's store; '' in a node's own memory)
+    run: str = ''  # the bag it was indexed from (a store filled offline; '' when live)
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,7 @@ class MilvusStore:
         # this robot's stored frames, oldest first: (stored_ns, rows), for retention
         self._own: deque[tuple[int, int]] = deque()
         self._own_rows = 0
+        self._ledger_open = False
         try:
             from pymilvus import MilvusClient
         except ImportError:
@@ -123,7 +124,8 @@ class MilvusStore:
             self.client = MilvusClient(uri, token=settings.token) if settings.token \
                 else MilvusClient(uri)
             self._open_collection()
-            self._read_own_rows()
+            if settings.max_rows or settings.max_age_sec:  # retention: know what is there
+                self._read_own_rows()
         except StoreError:
             raise
         except Exception as error:  # a locked or corrupt file, a server not there
@@ -164,14 +166,10 @@ class MilvusStore:
     def _read_own_rows(self) -> None:
         """Rebuild this robot's retention queue from what the store holds (a restart)."""
         per_frame: dict[int, int] = {}
-        iterator = self.client.query_iterator(
-            self.settings.collection, batch_size=4096,
-            filter=store_filter(robot=self.settings.robot) or 'stored_ns >= 0',
-            output_fields=['stored_ns'])
-        while batch := iterator.next():
-            for row in batch:
-                per_frame[row['stored_ns']] = per_frame.get(row['stored_ns'], 0) + 1
-        iterator.close()
+        for row in self._all(self.settings.collection,
+                             store_filter(robot=self.settings.robot) or 'stored_ns >= 0',
+                             ['stored_ns']):
+            per_frame[row['stored_ns']] = per_frame.get(row['stored_ns'], 0) + 1
         for stored_ns in sorted(per_frame):
             self._own.append((stored_ns, per_frame[stored_ns]))
             self._own_rows += per_frame[stored_ns]
@@ -237,14 +235,64 @@ class MilvusStore:
         return int(result[0]['count(*)'])
 
     def runs(self) -> set[str]:
-        """List the names of the bags (runs) that have rows in the store."""
-        names = set()
-        iterator = self.client.query_iterator(self.settings.collection, batch_size=4096,
-                                              filter='run != ""', output_fields=['run'])
-        while batch := iterator.next():
-            names.update(row['run'] for row in batch)
-        iterator.close()
-        return names
+        """List the names of the bags (runs) that have rows in the store, finished or not."""
+        return {row['run'] for row in self._all(self.settings.collection, 'run != ""',
+                                                ['run'])}
+
+    def _all(self, collection: str, expression: str, fields: list[str]):
+        """Yield every row matching `expression`, in batches (no limit on their number)."""
+        iterator = self.client.query_iterator(collection, batch_size=4096, filter=expression,
+                                              output_fields=fields)
+        try:
+            while batch := iterator.next():
+                yield from batch
+        finally:
+            iterator.close()
+
+    # --- bags indexed offline -----------------------------------------------------------
+    # A bag's rows go in batches; the bag counts as indexed once its line is in the
+    # ledger, a second collection written after its last batch. A bag with rows but no
+    # line (an indexer stopped midway) is dropped and indexed again.
+    @property
+    def _ledger(self) -> str:
+        name = f'{self.settings.collection}_runs'
+        if self._ledger_open:
+            return name
+        self._ledger_open = True
+        if self.client.has_collection(name):
+            self.client.load_collection(name)
+        else:
+            from pymilvus import DataType
+            schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field('run', DataType.VARCHAR, is_primary=True, max_length=TEXT_LENGTH)
+            schema.add_field('robot', DataType.VARCHAR, max_length=TEXT_LENGTH)
+            for number in ('frames', 'regions', 'indexed_ns'):
+                schema.add_field(number, DataType.INT64)
+            # Milvus keeps no collection without a vector field; this one holds nothing
+            schema.add_field('unused', DataType.FLOAT_VECTOR, dim=2)
+            index = self.client.prepare_index_params()
+            index.add_index('unused', index_type='FLAT', metric_type='L2')
+            self.client.create_collection(name, schema=schema, index_params=index)
+        return name
+
+    def finished_runs(self) -> dict[str, dict]:
+        """Return {run: {'robot', 'frames', 'regions', 'indexed_ns'}} of every finished bag."""
+        with self._lock:
+            return {row.pop('run'): row for row in self._all(
+                self._ledger, 'run != ""', ['run', 'robot', 'frames', 'regions', 'indexed_ns'])}
+
+    def finish_run(self, run: str, frames: int, regions: int, clock_ns: int) -> None:
+        """Record that every row of bag `run` is written."""
+        with self._lock:
+            self.client.upsert(self._ledger, [{
+                'run': run, 'robot': self.settings.robot, 'frames': int(frames),
+                'regions': int(regions), 'indexed_ns': int(clock_ns), 'unused': [0.0, 0.0]}])
+
+    def drop_run(self, run: str) -> None:
+        """Delete a bag's rows and its ledger line (to index it again)."""
+        with self._lock:
+            self.client.delete(self.settings.collection, filter=store_filter(run=run))
+            self.client.delete(self._ledger, filter=store_filter(run=run))
 
     def search(self, class_matrix: torch.Tensor, logit_scale: float, top_k: int,
                start_ns: int = 0, end_ns: int = 0, robot: str = '',
@@ -263,19 +311,19 @@ class MilvusStore:
             found = self.client.search(
                 self.settings.collection, data=[query], limit=limit,
                 filter=store_filter(robot, camera, start_ns, end_ns),
-                output_fields=['embedding', 'robot', 'camera', 'frame_id', 'stamp_ns',
+                output_fields=['embedding', 'robot', 'camera', 'frame_id', 'stamp_ns', 'run',
                                'x0', 'y0', 'x1', 'y1'])[0]
         frames: dict[tuple, list] = {}
         for hit in found:
             row = hit['entity']
-            key = (row['robot'], row['camera'], row['stamp_ns'], row['frame_id'])
+            key = (row['robot'], row['camera'], row['stamp_ns'], row['frame_id'], row['run'])
             frames.setdefault(key, []).append(row)
         stored = [StoredFrame(camera_name, stamp_ns, frame_id,
                               Regions(np.array([[r['x0'], r['y0'], r['x1'], r['y1']]
                                                 for r in rows], np.float64),
                                       torch.tensor([r['embedding'] for r in rows])),
-                              robot=robot_name)
-                  for (robot_name, camera_name, stamp_ns, frame_id), rows in frames.items()]
+                              robot=robot_name, run=run)
+                  for (robot_name, camera_name, stamp_ns, frame_id, run), rows in frames.items()]
         return rank_frames(stored, class_matrix, logit_scale, top_k)
 
     def close(self) -> None:

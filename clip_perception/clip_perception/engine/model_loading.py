@@ -190,6 +190,11 @@ def _config(directory: Path) -> dict:
         return {}
 
 
+def projection_dim(directory: Path) -> int:
+    """Read the size of the embeddings a CLIP-style model directory makes (0 if unknown)."""
+    return int(_config(directory).get('projection_dim', 0) or 0)
+
+
 def model_type(directory: Path) -> str:
     """Read the model type config.json names ('clip', 'owlvit', 'owlv2', …; '' if none)."""
     return str(_config(directory).get('model_type', ''))
