@@ -4,6 +4,7 @@
 Nodes (the colour encoder) in executors of their own; a probe node per robot
 publishes frames and calls ~/find.
 """
+import socket
 import subprocess
 import sys
 
@@ -39,6 +40,38 @@ class Robot(Probe):
         future = self.find_client.call_async(Find.Request(query=query, top_k=3, **fields))
         assert self.ros.spin_until(future.done, 30), 'no answer'
         return future.result()
+
+
+class MilvusServer:
+    """A Milvus server in a process of its own: milvus-lite's gRPC server on a free port."""
+
+    def __init__(self, data):
+        with socket.socket() as probe:
+            probe.bind(('127.0.0.1', 0))
+            self.port = probe.getsockname()[1]
+        self.data, self.process = data, None
+        self.uri = f'http://127.0.0.1:{self.port}'
+        self.start()
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [sys.executable, '-m', 'milvus_lite', 'server', '--data-dir', str(self.data),
+             '--host', '127.0.0.1', '--port', str(self.port)], stdout=subprocess.PIPE,
+            text=True)
+        assert 'listening' in self.process.stdout.readline()
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+
+
+def reported_store(statuses, state, frames):
+    """Return a check: the last /diagnostics says memory_store `state` after `frames` frames."""
+    def check():
+        values = statuses and diagnostic_values(statuses[-1])
+        return values and values.get('memory_store') == state and int(
+            values['frames_processed']) >= frames
+    return check
 
 
 def written(node, frames):
@@ -109,13 +142,38 @@ def test_a_store_that_is_away_never_stops_detection_and_shows_in_diagnostics(ros
         assert ros.spin_until(lambda: node.memory_backend.writer.state.failures >= 1, 30)
         answer = robot.find('green')
         assert not answer.success and 'is away' in answer.message
-
-        def reported():  # a status sent after the three frames
-            values = statuses and diagnostic_values(statuses[-1])
-            return values and values.get('memory_store') == 'away' and int(
-                values['frames_processed']) >= 3
-        assert ros.spin_until(reported, 10)
+        assert ros.spin_until(reported_store(statuses, 'away', 3), 10)
         stop()
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_fleet_server_that_goes_away_mid_stream_costs_memory_not_detection(ros, tmp_path):
+    server = MilvusServer(tmp_path / 'fleet')
+    try:
+        node, stop = threaded_node(ros, memory_period=0.0, memory_store=server.uri)
+        writer = node.memory_backend.writer
+        robot = Robot(ros)
+        statuses = []
+        robot.node.create_subscription(DiagnosticArray, '/diagnostics', statuses.append,
+                                       RELIABLE)
+        robot.send([GREEN], 1)
+        assert ros.spin_until(written(node, 1), 30), writer.state
+        server.stop()  # the fleet's server goes away mid-stream
+        for second in range(2, 5):
+            robot.send([GREEN], second)  # every frame is still detected and answered
+        assert ros.spin_until(lambda: writer.state.failures >= 1, 60), writer.state
+        assert ros.spin_until(reported_store(statuses, 'away', 4), 10)
+        assert writer.state.dropped_frames >= 1
+        server.start()  # back: the writer opens it again
+        assert ros.spin_until(lambda: writer.state.connected, 60), writer.state
+        robot.send([GREEN], 5)
+        assert ros.spin_until(written(node, 2), 30), writer.state
+        answer = robot.find('green')
+        assert answer.success, answer.message
+        # what was written before and after the outage; nothing of the outage
+        assert sorted(m.header.stamp.sec for m in answer.matches) == [1, 5]
+        stop()
+    finally:
+        server.stop()

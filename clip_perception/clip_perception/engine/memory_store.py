@@ -21,10 +21,12 @@ pymilvus is imported only when a store is opened: the robot needs it only with
 `memory_store` set.
 """
 from collections import deque
+import contextlib
 from dataclasses import dataclass
 import json
 from pathlib import Path
 import threading
+import time
 
 from clip_perception.engine.memory import Match, NS_PER_SEC, rank_frames, Regions, StoredFrame
 from clip_perception.engine.model_loading import first_line
@@ -36,6 +38,9 @@ TEXT_LENGTH = 512  # robot, camera, frame_id and run names
 # A search fetches this many nearest regions per requested frame, then ranks them exactly.
 CANDIDATES_PER_MATCH = 64
 MAX_CANDIDATES = 16_384  # Milvus' limit on one search's results
+_LITE_OPENING = threading.Lock()
+# How long a writer whose creation of the collection failed waits for another's.
+CREATE_WAIT_SEC = 5.0
 
 
 class StoreError(RuntimeError):
@@ -121,9 +126,13 @@ class MilvusStore:
         try:
             if self.embedded:
                 Path(uri).parent.mkdir(parents=True, exist_ok=True)
-            self.client = MilvusClient(uri, token=settings.token) if settings.token \
-                else MilvusClient(uri)
-            self._open_collection()
+            # milvus-lite starts one server per file in this process, but two threads
+            # opening the same file at once both start one and the second fails ("Open
+            # local milvus failed"): this process opens Lite files one at a time
+            with _LITE_OPENING if self.embedded else contextlib.nullcontext():
+                self.client = MilvusClient(uri, token=settings.token) if settings.token \
+                    else MilvusClient(uri)
+                self._open_collection()
             if settings.max_rows or settings.max_age_sec:  # retention: know what is there
                 self._read_own_rows()
         except StoreError:
@@ -161,7 +170,20 @@ class MilvusStore:
                             params={'M': 16, 'efConstruction': 200})
             for scalar in ('robot', 'camera', 'stamp_ns', 'run'):
                 index.add_index(scalar, index_type='INVERTED')
-        client.create_collection(name, schema=schema, index_params=index)
+        self._create(name, schema, index)
+
+    def _create(self, name: str, schema, index) -> None:
+        """Create a collection; when another writer is making it meanwhile, use theirs."""
+        try:
+            self.client.create_collection(name, schema=schema, index_params=index)
+            return
+        except Exception:
+            deadline = time.monotonic() + CREATE_WAIT_SEC
+            while not self.client.has_collection(name):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.client.load_collection(name)
 
     def _read_own_rows(self) -> None:
         """Rebuild this robot's retention queue from what the store holds (a restart)."""
@@ -272,7 +294,7 @@ class MilvusStore:
             schema.add_field('unused', DataType.FLOAT_VECTOR, dim=2)
             index = self.client.prepare_index_params()
             index.add_index('unused', index_type='FLAT', metric_type='L2')
-            self.client.create_collection(name, schema=schema, index_params=index)
+            self._create(name, schema, index)
         return name
 
     def finished_runs(self) -> dict[str, dict]:

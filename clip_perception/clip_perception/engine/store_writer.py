@@ -6,7 +6,8 @@ bounded queue (a full queue drops the oldest frame, counted). A writer thread
 takes what has queued up and inserts it as one batch. When the store is down
 or slow, an insert that fails loses its batch (counted as dropped, the error
 kept for a throttled log line and /diagnostics), the store is closed and
-opened again after `retry_sec`; detection never waits for any of it.
+opened again after `retry_sec`; while it is away, frames are dropped (counted)
+as they come, not kept to be written late; detection never waits for any of it.
 """
 from collections import deque
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class StoreWriter:
         self.state = WriterState()
         self._store = None
         self._busy = False  # the thread holds a batch taken from the queue
+        self._away = False  # the last opening or insert failed
         self._thread = threading.Thread(target=self._loop, name='memory_store_writer',
                                         daemon=True)
         self._thread.start()
@@ -56,6 +58,9 @@ class StoreWriter:
     def put(self, frame: StoredFrame, clock_ns: int) -> None:
         """Queue a frame (never blocks; a full queue drops its oldest frame)."""
         with self._wake:
+            if self._away:  # dropped now, as the frames queued when it went away were
+                self.state.dropped_frames += 1
+                return
             if len(self._queue) >= self.max_queue:
                 self._queue.popleft()
                 self.state.dropped_frames += 1
@@ -119,6 +124,8 @@ class StoreWriter:
             self._failed(error)
             return False
         self.state.connected = True
+        with self._wake:
+            self._away = False
         return True
 
     def _write(self, batch) -> None:
@@ -141,6 +148,7 @@ class StoreWriter:
         self.state.failures += 1
         self.state.last_error = f'{type(error).__name__}: {first_line(error)}'
         with self._wake:  # frames queued while away are dropped, not written late
+            self._away = True
             self.state.dropped_frames += len(self._queue)
             self._queue.clear()
             self._wake.notify_all()
