@@ -204,7 +204,10 @@ train-owl-demo-model: setup
 # The node's overhead first, then the engine's speedup line; the node as a process (how
 # fast it stops while frames flow at 30 Hz, how many large best-effort frames arrive).
 # Last, the memory's search (brute force vs faiss at 10k, 100k, 1M vectors; minutes:
-# faiss builds an HNSW graph over 1M vectors): the README's scale table.
+# faiss builds an HNSW graph over 1M vectors): the README's scale table. Then the memory
+# stores (Milvus Lite and a Milvus server against exact and faiss IVF at 100k and 1M
+# regions, what the embedded store costs a robot, bag indexing with 1 and 2 workers):
+# the README's fleet memory table (about 30 minutes on 2 cores).
 # BENCH_ARGS=--quick: every script in a minute or two (a test runs it so).
 # PYTHONPATH: the scripts share helpers (PYTHONSAFEPATH leaves their folder off sys.path).
 bench: setup
@@ -212,6 +215,7 @@ bench: setup
 	PYTHONPATH=bench $(PY) bench/bench_engine.py $(BENCH_ARGS)
 	PYTHONPATH=bench $(PY) bench/bench_process.py $(BENCH_ARGS)
 	PYTHONPATH=bench $(PY) bench/bench_memory.py $(BENCH_ARGS)
+	PYTHONPATH=bench $(PY) bench/bench_memory_store.py $(BENCH_ARGS)
 
 # The node as a process under a mixed hostile stream for SOAK_SECONDS (bad frames of
 # every kind, label storms, 50-caller service bursts, tracking toggles, depth at 100 Hz);

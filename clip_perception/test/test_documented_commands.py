@@ -34,6 +34,13 @@ def test_make_bench_runs_every_benchmark():
     assert re.search(r'stop while frames flow at 30 Hz: median \d+\.\d+ s', output)
     assert re.search(r'large frames 1280x720 best effort, packaged profile: \d+ of 10', output)
     assert '| 10,000 | exact |' in output
+    # Lite searches exactly (FLAT): the exact answer; the server's HNSW graph nearly
+    for store, recall in (('milvus lite', r'1\.000'), ('milvus server', r'0\.[89]\d\d|1\.000')):
+        assert re.search(rf'^\| 10,000 \| {store} \| [\d,]+ \| [\d.]+ \| [\d.]+ \| '
+                         rf'({recall}) \|', output, re.M), output
+    assert re.search(r'^embedded store \(Milvus Lite.*median \d+ ms CPU', output, re.M)
+    assert re.search(r'^indexing 2 copies of the demo bag \(20 frames\): 1 worker [\d.]+ '
+                     r'frames/s, 2 workers [\d.]+ frames/s', output, re.M)
 
 
 @pytest.mark.timeout(900)
