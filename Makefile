@@ -162,9 +162,9 @@ eval-localizers: setup $(EVAL_DIR)/own/annotations.json $(EVAL_DIR)/heldout/anno
 # docs/training.md) trained from scratch (the first 4,500 of 12,000 steps at
 # 32 px), then fine-tuned on the windows it gets wrong in fresh scenes
 # (hard-example mining) mixed with fresh ordinary crops; last, its box regressor
-# is fitted on annotated scenes. About 75 minutes of training on 2 CPU cores; a
-# stopped stage 1 resumes from its checkpoint. The bundled weights were made by
-# an earlier recipe on the first generator: see models/workbench_demo/MODEL.md.
+# is fitted on annotated scenes. About 2.5 hours on 2 CPU cores (the bundled weights:
+# stage 1 129 minutes, the rest about 20; models/workbench_demo/MODEL.md); a stopped
+# stage 1 resumes from its checkpoint.
 TRAIN_DIR ?= build/train
 # TRAIN_QUICK=1: every step of a recipe on a handful of examples (a test runs it so,
 # into other folders); the figures come only from the full sizes.

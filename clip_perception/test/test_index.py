@@ -88,9 +88,9 @@ def test_two_workers_index_a_folder_and_search_store_finds_the_hammer(archive, t
     assert index.main(argv) == 0
     out = capsys.readouterr().out
     assert '2 bag(s): 0 already indexed, 2 to index with 2 worker(s)' in out
-    assert re.search(r'\] archive/monday/workbench: 10 frames, \d+ regions', out), out
+    assert re.search(r'\] archive/monday/workbench: 12 frames, \d+ regions', out), out
     assert re.search(r'\] archive/tuesday/bench: 3 frames, \d+ regions', out), out
-    assert 'indexed 2 bag(s), 13 frames' in out
+    assert 'indexed 2 bag(s), 15 frames' in out
     assert index.main(argv) == 0  # resumed: nothing left to do
     assert '2 bag(s): 2 already indexed, 0 to index' in capsys.readouterr().out
     assert search.main(['--store', uri, 'a hammer', '--top', '3']) == 0

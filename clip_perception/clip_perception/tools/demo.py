@@ -210,9 +210,11 @@ def main(argv=None) -> int:
     parser.add_argument('--timeout', type=float, default=120.0, help='seconds per step')
     parser.add_argument('--make-bag', type=Path, metavar='BAG',
                         help='write a new demo bag here instead of running the demo')
-    parser.add_argument('--frames', type=int, default=10)
+    # the bundled bag: 12 frames, 2 of them empty, seed 20261207 (the date it was drawn,
+    # chosen before any model ran on it)
+    parser.add_argument('--frames', type=int, default=12)
     parser.add_argument('--blank', type=int, default=2)
-    parser.add_argument('--seed', type=int, default=4242)
+    parser.add_argument('--seed', type=int, default=20261207)
     args = parser.parse_args(argv)
     if args.make_bag:
         make_bag(args.make_bag, args.frames, args.blank, args.seed)
