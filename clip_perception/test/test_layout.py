@@ -77,8 +77,8 @@ def test_each_room_imports_only_the_rooms_below_it(room):
 
 def test_the_top_level_holds_only_the_rooms_and_the_command_aliases():
     loose = sorted(p.name for p in PACKAGE.glob('*.py') if p.name != '__init__.py')
-    assert loose == ['demo.py', 'eval.py', 'fit_boxes.py', 'make_dataset.py', 'search.py',
-                     'train.py', 'train_owl.py']
+    assert loose == ['demo.py', 'eval.py', 'fit_boxes.py', 'index.py', 'make_dataset.py',
+                     'search.py', 'train.py', 'train_owl.py']
     for name in loose:
         (module,) = {m for m in imported_modules(PACKAGE / name)
                      if m.startswith('clip_perception')}
