@@ -50,10 +50,14 @@ class StoreWriter:
         self.state = WriterState()
         self._store = None
         self._busy = False  # the thread holds a batch taken from the queue
-        self._away = False  # the last opening or insert failed
         self._thread = threading.Thread(target=self._loop, name='memory_store_writer',
                                         daemon=True)
         self._thread.start()
+
+    @property
+    def _away(self) -> bool:
+        """Say whether the last opening or insert failed (False before the first try)."""
+        return self.state.failures > 0 and not self.state.connected
 
     def put(self, frame: StoredFrame, clock_ns: int) -> None:
         """Queue a frame (never blocks; a full queue drops its oldest frame)."""
@@ -124,8 +128,6 @@ class StoreWriter:
             self._failed(error)
             return False
         self.state.connected = True
-        with self._wake:
-            self._away = False
         return True
 
     def _write(self, batch) -> None:
@@ -148,7 +150,6 @@ class StoreWriter:
         self.state.failures += 1
         self.state.last_error = f'{type(error).__name__}: {first_line(error)}'
         with self._wake:  # frames queued while away are dropped, not written late
-            self._away = True
             self.state.dropped_frames += len(self._queue)
             self._queue.clear()
             self._wake.notify_all()

@@ -218,7 +218,7 @@ def index_into(store: MilvusStore, bags: dict[str, Path], args) -> int:
     """Index the bags the store has not finished; print progress; 1 if a bag failed."""
     finished = store.finished_runs()
     todo = {run: bag for run, bag in bags.items() if run not in finished}
-    for run in store.runs() & todo.keys():  # left half written by an indexer stopped midway
+    for run in todo:  # rows an indexer stopped midway left (a delete, not a scan of the store)
         store.drop_run(run)
     print(f'{len(bags)} bag(s): {len(bags) - len(todo)} already indexed, {len(todo)} to index'
           + (f' with {args.workers} worker(s)' + (' on Ray' if args.ray else '') if todo else ''),
