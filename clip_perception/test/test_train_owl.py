@@ -7,10 +7,13 @@ from clip_perception.engine.model_loading import load_owl
 from clip_perception.tools.datasets import read_rgb
 from clip_perception.tools.make_dataset import make_scenes
 from clip_perception.tools.model_building import build_random_model_directory, TEST_SIZE
-from clip_perception.tools.train_owl import (generalized_box_iou, match, owl_from_clip,
-                                             set_prediction_loss, sigmoid_focal_loss)
+from clip_perception.tools.train_owl import (_with_centre_positives, generalized_box_iou, match,
+                                             owl_from_clip, set_prediction_loss,
+                                             sigmoid_focal_loss)
 from clip_perception.tools.train_owl import main as train_owl_main
+import numpy as np
 import pytest
+from safetensors.torch import load_file
 import torch
 
 # OWL-ViT compares class embeddings of the text width with the projected queries.
@@ -60,6 +63,21 @@ def test_the_set_loss_is_low_for_a_right_prediction_and_high_for_a_wrong_one():
     assert empty['l1'] == 0 and empty['class'] > 0
 
 
+def test_one_to_many_assignment_adds_the_patches_near_each_centre():
+    # a 4 × 4 grid, patch centres at 0.125, 0.375, ...; the big truth's central half
+    # holds patches 0, 1, 4, 5; the small one's only patch 5, which goes to it
+    truths = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.5, 0.5]])
+    patches, matched = _with_centre_positives(np.array([10]), np.array([1]), truths, 16, 0.25)
+    assert dict(zip(patches.tolist(), matched.tolist())) == {0: 0, 1: 0, 4: 0, 5: 1, 10: 1}
+    logits, boxes = torch.zeros(1, 16, 2), torch.full((1, 16, 4), 0.25)
+    target = [(torch.tensor([0, 1]), truths)]
+    one = set_prediction_loss(logits, boxes, target)
+    many = set_prediction_loss(logits, boxes, target, centre_radius=0.25)
+    # every patch scores 0.5 for every label: more positives, the same loss per positive
+    # on them and less on the negatives per positive
+    assert many['class'] < one['class']
+
+
 def test_the_owl_backbone_is_the_clip_towers(clip_dir):
     from transformers import AutoTokenizer, CLIPModel
     clip = CLIPModel.from_pretrained(clip_dir)
@@ -104,3 +122,29 @@ def test_a_short_run_lowers_the_loss_and_the_node_loads_the_result(clip_dir, tmp
                                                           score_threshold=0.0))
     result = detector.detect(read_rgb(scenes[0].path))
     assert len(result.classification) == 5 and result.detections
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_stopped_owl_run_resumes_to_the_weights_of_an_uninterrupted_one(clip_dir, tmp_path):
+    make_scenes(tmp_path / 'scenes', count=6, blank=1, seed=6)
+    run = ['--init', str(clip_dir), '--data', str(tmp_path / 'scenes'), '--image-size', '64',
+           '--steps', '6', '--batch-size', '2', '--warmup', '2', '--checkpoint-every', '2']
+    train_owl_main(run + ['--out', str(tmp_path / 'whole')])
+    assert not (tmp_path / 'whole' / 'checkpoint').exists()  # a finished run leaves the model
+    train_owl_main(run + ['--out', str(tmp_path / 'split'), '--until-step', '3'])
+    assert not (tmp_path / 'split' / 'model.safetensors').exists()
+    assert json.loads((tmp_path / 'split' / 'checkpoint' / 'trainer.json').read_text())[
+        'step'] == 3
+    with pytest.raises(SystemExit):  # what is trained cannot change on the way
+        train_owl_main(run + ['--out', str(tmp_path / 'split'), '--resume', '--lr', '1e-2'])
+    train_owl_main(run + ['--out', str(tmp_path / 'split'), '--resume'])
+    whole = load_file(tmp_path / 'whole' / 'model.safetensors')
+    split = load_file(tmp_path / 'split' / 'model.safetensors')
+    assert whole.keys() == split.keys()
+    assert all(torch.equal(whole[name], split[name]) for name in whole)
+    losses = [json.loads((tmp_path / name / 'training.json').read_text())['loss']
+              for name in ('whole', 'split')]
+    assert losses[0] == losses[1] and len(losses[0]) == 6
+    with pytest.raises(SystemExit):  # nothing left to resume
+        train_owl_main(run + ['--out', str(tmp_path / 'split'), '--resume'])

@@ -49,6 +49,8 @@ from clip_perception.engine.model_loading import load_clip
 from clip_perception.engine.preprocess import Normalizer
 from clip_perception.engine.prompts import DEFAULT_PROMPT_TEMPLATES
 from clip_perception.ros.package_files import resolve_model
+from clip_perception.tools.checkpoint import (add_checkpoint_arguments, check_resume, Checkpoint,
+                                              jsonable)
 from clip_perception.tools.datasets import read_captions, read_rgb
 from clip_perception.tools.make_dataset import BACKGROUND_CAPTIONS
 from clip_perception.tools.model_building import (build_model, build_tokenizer, default_corpus,
@@ -57,7 +59,6 @@ from clip_perception.tools.model_building import (build_model, build_tokenizer, 
                                                   TEST_CONV_SIZE, TEST_SIZE)
 import cv2
 import numpy as np
-from safetensors.torch import load_file, save_file
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -149,70 +150,6 @@ def encode_captions(model, tokens, ids, device):
                          tokens['attention_mask'][unique].to(device))[inverse.to(device)]
 
 
-class Checkpoint:
-    """
-    A stopped run, in OUT/checkpoint: what --resume needs to continue it exactly.
-
-    The model directory (safetensors, tokenizer, processor), the optimizer's
-    tensors and torch's random state in trainer.safetensors, and in trainer.json
-    the step, the sampler's state, the elapsed minutes, the history and the
-    arguments the run was started with (a resume with other ones is refused).
-    """
-
-    def __init__(self, out: Path):
-        self.directory = out / 'checkpoint'
-
-    def exists(self) -> bool:
-        return (self.directory / 'trainer.json').is_file()
-
-    def save(self, model, tokenizer, image_size, optimizer, rng, step, minutes, history,
-             arguments) -> None:
-        partial = self.directory.with_name('checkpoint.partial')
-        save_model_directory(partial, model, tokenizer, image_size)
-        state = optimizer.state_dict()
-        tensors = {f'{index}.{key}': value.contiguous()
-                   for index, values in state['state'].items() for key, value in values.items()}
-        tensors['torch_rng'] = torch.get_rng_state()
-        save_file(tensors, partial / 'trainer.safetensors')
-        (partial / 'trainer.json').write_text(json.dumps({
-            'step': step, 'minutes': minutes, 'sampler': rng.bit_generator.state,
-            'param_groups': state['param_groups'], 'history': history,
-            'arguments': arguments}))
-        # a run stopped while writing keeps the previous checkpoint whole
-        if self.directory.exists():
-            self.directory.rename(self.directory.with_name('checkpoint.old'))
-        partial.rename(self.directory)
-        _remove_tree(self.directory.with_name('checkpoint.old'))
-
-    def arguments(self) -> dict:
-        return json.loads((self.directory / 'trainer.json').read_text())['arguments']
-
-    def restore(self, optimizer, rng) -> tuple[int, float, list]:
-        """Load the optimizer, torch's and the sampler's state; return (step, minutes, history)."""
-        saved = json.loads((self.directory / 'trainer.json').read_text())
-        tensors = load_file(self.directory / 'trainer.safetensors')
-        torch.set_rng_state(tensors.pop('torch_rng'))
-        state = {}
-        for name, value in tensors.items():
-            index, key = name.split('.', 1)
-            state.setdefault(int(index), {})[key] = value
-        optimizer.load_state_dict({'state': state, 'param_groups': saved['param_groups']})
-        rng.bit_generator.state = saved['sampler']
-        return saved['step'], saved['minutes'], saved['history']
-
-
-def _remove_tree(path: Path) -> None:
-    if path.exists():
-        for child in sorted(path.rglob('*'), reverse=True):
-            child.rmdir() if child.is_dir() else child.unlink()
-        path.rmdir()
-
-
-# What a resume may change: how long and how often, not what is trained.
-RESUMABLE_CHANGES = ('steps', 'until_step', 'checkpoint_every', 'eval_every', 'resume', 'device',
-                     'minutes')
-
-
 def parse_arguments(argv):
     parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     parser.add_argument('--data', type=Path, nargs='+', required=True,
@@ -237,32 +174,14 @@ def parse_arguments(argv):
                         help='image side in pixels for the first --low-res-steps steps '
                              '(progressive resizing: cheaper early steps)')
     parser.add_argument('--low-res-steps', type=int, default=0)
-    parser.add_argument('--checkpoint-every', type=int, default=250,
-                        help='save OUT/checkpoint every N steps (0: never)')
-    parser.add_argument('--resume', action='store_true',
-                        help='continue the run stopped in OUT/checkpoint')
-    parser.add_argument('--until-step', type=int, default=None,
-                        help='stop after this step, with a checkpoint (--resume continues)')
+    add_checkpoint_arguments(parser, every=250)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args(argv)
     if args.low_res_steps and not args.low_res:
         parser.error('--low-res-steps needs --low-res')
-    if args.resume:
-        checkpoint = Checkpoint(args.out)
-        if not checkpoint.exists():
-            parser.error(f'--resume: no checkpoint in {checkpoint.directory}')
-        changed = sorted(key for key, value in checkpoint.arguments().items()
-                         if key not in RESUMABLE_CHANGES and value != _jsonable(vars(args))[key])
-        if changed:
-            parser.error(f'--resume with other arguments than the stopped run: '
-                         f'{", ".join("--" + key.replace("_", "-") for key in changed)}')
+    check_resume(parser, args)
     return parser, args
-
-
-def _jsonable(arguments: dict) -> dict:
-    return {k: ' '.join(map(str, v)) if isinstance(v, list) else v if v is None or isinstance(
-        v, (bool, int, float)) else str(v) for k, v in arguments.items()}
 
 
 def build_or_load(args, items):
@@ -323,7 +242,7 @@ def main(argv=None) -> None:
     base_lrs = [group['lr'] for group in optimizer.param_groups]
 
     checkpoint = Checkpoint(args.out)
-    arguments = _jsonable(vars(args))
+    arguments = jsonable(vars(args))
     step, spent, history = 0, 0.0, []
     if args.resume:
         step, spent, history = checkpoint.restore(optimizer, rng)
@@ -337,8 +256,9 @@ def main(argv=None) -> None:
         return (time.monotonic() - started) / 60
 
     def save() -> None:
-        checkpoint.save(model, tokenizer, image_size, optimizer, rng, step, minutes(), history,
-                        arguments)
+        checkpoint.save(lambda directory: save_model_directory(directory, model, tokenizer,
+                                                               image_size),
+                        optimizer, rng, step, minutes(), history, arguments)
 
     progress = tqdm(total=last, initial=step, desc='training', unit='step')
     while True:
@@ -393,7 +313,7 @@ def main(argv=None) -> None:
                'final': history[-1], 'loss': [h['loss'] for h in history],
                'probe': [h for h in history if 'probe_accuracy' in h]}
     (args.out / 'training.json').write_text(json.dumps(summary, indent=1))
-    _remove_tree(checkpoint.directory)
+    checkpoint.remove()
     print(json.dumps(summary['final']))
 
 

@@ -17,7 +17,10 @@ project's torch build, so `sigmoid_focal_loss` and `generalized_box_iou` here
 follow torchvision's definitions (tested against hand-computed values).
 
 The result is a directory `OwlViTForObjectDetection.from_pretrained` loads (and
-the node with `localizer: owlvit`), with a training.json of the run.
+the node with `localizer: owlvit`), with a training.json of the run. Every
+--checkpoint-every steps the run is saved to OUT/checkpoint (tools/checkpoint.py);
+`--resume` continues a stopped run to the weights an uninterrupted one reaches,
+`--until-step N` stops after step N with a checkpoint.
 """
 import argparse
 import json
@@ -28,6 +31,8 @@ import time
 from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD
 from clip_perception.engine.model_loading import resolve_model_directory
 from clip_perception.engine.preprocess import frame_to_device, Normalizer, resize_bicubic
+from clip_perception.tools.checkpoint import (add_checkpoint_arguments, check_resume, Checkpoint,
+                                              jsonable)
 from clip_perception.tools.datasets import read_rgb, read_scenes
 from clip_perception.tools.model_building import build_tokenizer, save_owl_directory
 import numpy as np
@@ -96,14 +101,23 @@ def match(logits: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
 
 
 def set_prediction_loss(logits: torch.Tensor, boxes: torch.Tensor,
-                        targets: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+                        targets: list[tuple[torch.Tensor, torch.Tensor]],
+                        centre_radius: float | None = None) -> dict:
     """
     Compute DETR's loss over a batch.
 
     logits [B, P, L], boxes [B, P, 4] cx, cy, w, h in 0..1; per image (labels [T],
     truths [T, 4] xyxy 0..1). Class: focal loss over every patch and label, positives
     at the matched patches; boxes: L1 and 1 - GIoU on the matched patches; each
-    normalized by the number of ground-truth boxes.
+    normalized by the number of positives.
+
+    centre_radius (one-to-many assignment, as FCOS's centre sampling): besides its
+    matched patch, every patch of the square grid whose centre lies within
+    centre_radius × the truth's width and height of the truth's centre is a positive
+    of it (a patch in two truths' regions goes to the smaller truth); the detector's
+    NMS removes the duplicates this teaches. DETR's one-to-one matching gives an
+    object one positive among hundreds of patches; at demo scale the class head then
+    learns where objects are far too slowly.
     """
     corners = cxcywh_to_xyxy(boxes)
     class_targets = torch.zeros_like(logits)
@@ -112,17 +126,37 @@ def set_prediction_loss(logits: torch.Tensor, boxes: torch.Tensor,
         if not len(labels):
             continue
         patches, matched = match(logits[index], corners[index], labels, truths)
+        if centre_radius is not None:
+            patches, matched = _with_centre_positives(patches, matched, truths,
+                                                      logits.shape[1], centre_radius)
         class_targets[index, patches, labels[matched]] = 1.0
         predicted, wanted = corners[index, patches], truths[matched]
         l1 = l1 + (boxes[index, patches] - _xyxy_to_cxcywh(wanted)).abs().sum()
         giou = giou + (1 - torch.diag(generalized_box_iou(predicted, wanted))).sum()
-        count += len(labels)
+        count += len(patches)
     count = max(count, 1)
     focal = sigmoid_focal_loss(logits, class_targets).sum() / count
     losses = {'class': focal, 'l1': l1 / count, 'giou': giou / count}
     losses['total'] = (CLASS_WEIGHT * losses['class'] + L1_WEIGHT * losses['l1']
                        + GIOU_WEIGHT * losses['giou'])
     return losses
+
+
+def _with_centre_positives(patches: np.ndarray, matched: np.ndarray, truths: torch.Tensor,
+                           count: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Add every patch near a truth's centre to (patches, matched truths)."""
+    side = int(round(math.sqrt(count)))
+    cells = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    ys, xs = torch.meshgrid(cells, cells, indexing='ij')
+    centres = torch.stack([xs.flatten(), ys.flatten()], dim=1)  # [P, 2], row-major
+    middle, size = (truths[:, :2] + truths[:, 2:]) / 2, truths[:, 2:] - truths[:, :2]
+    inside = ((centres[:, None] - middle[None]).abs() <= radius * size[None]).all(dim=-1)
+    area = torch.where(inside, size.prod(dim=1)[None], torch.inf)  # [P, T]
+    chosen = {int(p): int(t) for p, t in zip(patches, matched)}
+    for patch in inside.any(dim=1).nonzero().flatten().tolist():
+        chosen.setdefault(patch, int(area[patch].argmin()))
+    order = sorted(chosen)
+    return np.array(order), np.array([chosen[p] for p in order])
 
 
 def _xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
@@ -237,7 +271,7 @@ def flip(images: torch.Tensor, targets: list, chosen: torch.Tensor):
     return images, flipped
 
 
-def main(argv=None) -> None:
+def parse_arguments(argv):
     parser = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     parser.add_argument('--init', required=True, help='CLIP model directory (or cached hub id)')
     parser.add_argument('--data', type=Path, required=True, help='annotated scenes folder')
@@ -248,12 +282,32 @@ def main(argv=None) -> None:
     parser.add_argument('--lr', type=float, default=1e-3, help='heads')
     parser.add_argument('--backbone-lr', type=float, default=1e-4)
     parser.add_argument('--warmup', type=int, default=100)
+    parser.add_argument('--centre-radius', type=float, default=None,
+                        help='one-to-many assignment: patches this fraction of a box from its '
+                             'centre are positives too (default: one-to-one, as DETR)')
     parser.add_argument('--seed', type=int, default=0)
+    add_checkpoint_arguments(parser, every=250)
     args = parser.parse_args(argv)
+    check_resume(parser, args)
+    return args
 
+
+def build_or_resume(args):
+    """Build the detector to train and its tokenizer from the CLIP, or load the stopped run's."""
+    if not args.resume:
+        return owl_from_clip(resolve_model_directory(args.init), args.image_size)
+    from transformers import AutoTokenizer, OwlViTForObjectDetection
+
+    directory = Checkpoint(args.out).directory
+    return (OwlViTForObjectDetection.from_pretrained(directory, use_safetensors=True),
+            AutoTokenizer.from_pretrained(directory))
+
+
+def main(argv=None) -> None:
+    args = parse_arguments(argv)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model, tokenizer = owl_from_clip(resolve_model_directory(args.init), args.image_size)
+    model, tokenizer = build_or_resume(args)
     model.train()
     scenes_labels = tuple(json.loads((args.data / 'annotations.json').read_text())['categories'])
     labels = tuple(c['name'] for c in sorted(scenes_labels, key=lambda c: c['id']))
@@ -266,10 +320,26 @@ def main(argv=None) -> None:
     optimizer = torch.optim.AdamW([{'params': heads, 'lr': args.lr},
                                    {'params': backbone, 'lr': args.backbone_lr}],
                                   weight_decay=1e-4)
-    base_lrs = [group['lr'] for group in optimizer.param_groups]
-    history, started = [], time.monotonic()
-    progress = tqdm(range(1, args.steps + 1), desc='training', unit='step')
-    for step in progress:
+    base_lrs = [args.lr, args.backbone_lr]
+    checkpoint = Checkpoint(args.out)
+    arguments = jsonable(vars(args))
+    step, spent, history = 0, 0.0, []
+    if args.resume:
+        step, spent, history = checkpoint.restore(optimizer, rng)
+    started = time.monotonic() - spent * 60
+
+    def minutes() -> float:
+        return (time.monotonic() - started) / 60
+
+    def save() -> None:
+        checkpoint.save(lambda directory: save_owl_directory(directory, model, tokenizer,
+                                                             args.image_size),
+                        optimizer, rng, step, minutes(), history, arguments)
+
+    last = args.steps if args.until_step is None else min(args.steps, args.until_step)
+    progress = tqdm(total=args.steps, initial=step, desc='training', unit='step')
+    while step < last:
+        step += 1
         factor = min(1.0, step / args.warmup) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for group, base in zip(optimizer.param_groups, base_lrs):
             group['lr'] = base * factor
@@ -282,22 +352,31 @@ def main(argv=None) -> None:
         logits, _ = model.class_predictor(
             features, query_embeds[None].expand(len(batch), -1, -1), None)
         boxes = model.box_predictor(features, feature_map)
-        losses = set_prediction_loss(logits, boxes, batch_targets)
+        losses = set_prediction_loss(logits, boxes, batch_targets, args.centre_radius)
         optimizer.zero_grad(set_to_none=True)
         losses['total'].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         record = {'step': step, **{k: round(v.item(), 4) for k, v in losses.items()}}
         history.append(record)
+        progress.update()
         progress.set_postfix({k: v for k, v in record.items() if k != 'step'})
+        if args.checkpoint_every and step % args.checkpoint_every == 0 and step < last:
+            save()
+    progress.close()
 
+    if step < args.steps:
+        save()
+        print(json.dumps({'stopped_at_step': step, 'checkpoint': str(checkpoint.directory)}))
+        return
     model.eval()
     save_owl_directory(args.out, model, tokenizer, args.image_size)
     summary = {'command_args': {k: str(v) for k, v in vars(args).items()},
-               'scenes': len(images), 'labels': labels,
-               'minutes': round((time.monotonic() - started) / 60, 1),
+               'scenes': len(images), 'labels': labels, 'steps': step,
+               'minutes': round(minutes(), 1),
                'final': history[-1], 'loss': [h['total'] for h in history]}
     (args.out / 'training.json').write_text(json.dumps(summary, indent=1))
+    checkpoint.remove()
     print(json.dumps(summary['final']))
 
 
