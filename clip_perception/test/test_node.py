@@ -505,7 +505,9 @@ def test_tracking_gives_stable_ids_new_ids_and_retires_them(ros, probe):
     assert ids['blue'] not in ('', first['red'])
     frame(6, [])  # gone for two frames: more than track_max_missed
     frame(7, [])
-    back = frame(8, [('red', 42, 30, 82, 70)])
+    # back: a new track, published once seen in track_min_hits (2) frames in a row
+    assert frame(8, [('red', 42, 30, 82, 70)]) == {}
+    back = frame(9, [('red', 42, 30, 82, 70)])
     assert back['red'] not in (first['red'], ids['blue'])
     assert node.set_parameters([Parameter('tracking', value=False)])[0].successful
-    assert frame(9, [('red', 42, 30, 82, 70)]) == {'red': ''}  # off: ids empty again
+    assert frame(10, [('red', 42, 30, 82, 70)]) == {'red': ''}  # off: ids empty again

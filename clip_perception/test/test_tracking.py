@@ -38,7 +38,7 @@ def test_the_constant_velocity_prediction_bridges_a_fast_move():
         (found,) = tracker.update([Detection('hammer', 0.9, box(x, 0))])
         ids.add(found.track_id)
     assert len(ids) == 1
-    without = Tracker(TrackerSettings(match_iou=0.3))
+    without = Tracker(TrackerSettings(match_iou=0.3, min_hits=1))
     without.update([Detection('hammer', 0.9, box(0, 0))])
     (jumped,) = without.update([Detection('hammer', 0.9, box(25, 0))])
     assert jumped.track_id == '2'  # no velocity yet: a new track
@@ -53,8 +53,38 @@ def test_low_scores_continue_a_track_but_never_start_one():
     assert tracker.update([Detection('pliers', 0.05, box(52, 50))]) == []  # under low_score
 
 
+def test_a_new_track_is_published_once_it_has_been_seen_in_min_hits_frames():
+    tracker = Tracker(TrackerSettings(min_hits=2))
+    (start,) = tracker.update([Detection('hammer', 0.9, box(10, 10))])  # in view at the start
+    assert start.track_id == '1'
+    # a false wrench for one frame: never published, and its tentative track is dropped
+    assert ids_by_label(tracker.update([Detection('hammer', 0.9, box(12, 10)),
+                                        Detection('wrench', 0.9, box(200, 100))])) == {
+        'hammer': '1'}
+    assert ids_by_label(tracker.update([Detection('hammer', 0.9, box(14, 10))])) == {
+        'hammer': '1'}
+    assert [t.label for t in tracker.tracks] == ['hammer']
+    # pliers coming into view: held back one frame, then published with their id
+    assert ids_by_label(tracker.update([Detection('hammer', 0.9, box(16, 10)),
+                                        Detection('pliers', 0.9, box(100, 100))])) == {
+        'hammer': '1'}
+    (hammer, pliers) = sorted(tracker.update([Detection('hammer', 0.9, box(18, 10)),
+                                              Detection('pliers', 0.9, box(101, 100)),
+                                              Detection('wrench', 0.9, box(300, 20))]),
+                              key=lambda d: d.label)
+    assert (hammer.track_id, pliers.track_id) == ('1', '3')
+    # the new wrench's tentative track takes no uncertain detection, and goes
+    assert ids_by_label(tracker.update([Detection('hammer', 0.9, box(20, 10))],
+                                       [Detection('wrench', 0.3, box(300, 20))])) == {
+        'hammer': '1'}
+    assert sorted(t.label for t in tracker.tracks) == ['hammer', 'pliers']
+    # a confirmed track survives a miss
+    assert ids_by_label(tracker.update([Detection('pliers', 0.9, box(102, 100))])) == {
+        'pliers': '3'}
+
+
 def test_labels_never_share_a_track():
-    tracker = Tracker()
+    tracker = Tracker(TrackerSettings(min_hits=1))
     (hammer,) = tracker.update([Detection('hammer', 0.9, box(10, 10))])
     (wrench,) = tracker.update([Detection('wrench', 0.9, box(10, 10))])
     assert wrench.track_id != hammer.track_id
@@ -62,7 +92,7 @@ def test_labels_never_share_a_track():
 
 def test_tracks_retire_after_max_missed_frames_and_ids_are_not_reused():
     ids = itertools.count(1)
-    tracker = Tracker(TrackerSettings(max_missed=2), ids)
+    tracker = Tracker(TrackerSettings(max_missed=2, min_hits=1), ids)
     (first,) = tracker.update([Detection('hammer', 0.9, box(10, 10))])
     tracker.update([])
     tracker.update([])  # missed twice: still kept
@@ -82,6 +112,7 @@ def test_tracks_retire_after_max_missed_frames_and_ids_are_not_reused():
     ({'high_score': 0.3, 'low_score': 0.5}, 'low_score <= high_score'),
     ({'match_iou': 0.0}, 'track_match_iou'),
     ({'max_missed': -1}, 'track_max_missed'),
+    ({'min_hits': 0}, 'track_min_hits'),
 ])
 def test_invalid_tracker_settings_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):
@@ -112,7 +143,7 @@ def test_the_tracker_follows_the_synthetic_videos_given_their_true_boxes(tmp_pat
     assert any(len(objects) for frames in truth for objects in frames)
     runs = []
     for frames in truth:
-        tracker = Tracker(TrackerSettings(high_score=0.5))
+        tracker = Tracker(TrackerSettings(high_score=0.5, min_hits=1))
         runs.append([(objects, [(d.track_id, d.label, d.box) for d in tracker.update(
             [Detection(label, 0.9, tuple(map(float, box))) for _, label, box in objects])])
             for objects in frames])

@@ -14,8 +14,14 @@ optimal assignment on 1 − IoU within a label (scipy's linear_sum_assignment):
    frame (occlusion, blur) keeps its identity.
 
 Unmatched confident detections start new tracks (new ids); uncertain ones that
-match no track are dropped. A track unmatched for more than max_missed frames
-is retired; its id is never reused. At most max_tracks tracks are kept (the
+match no track are dropped. A new track is tentative until it has been matched
+in min_hits frames in a row (ByteTrack's activation: min_hits 2; SORT's
+min_hits): its detections are not passed on, it takes no uncertain detection,
+and it is dropped at its first miss, so a false detection of one frame never
+becomes a track. While the tracker has seen fewer than min_hits frames, new
+tracks are confirmed at once (objects in view at the start are not held back).
+A confirmed track unmatched for more than max_missed frames is retired; its id
+is never reused. At most max_tracks tracks are kept (the
 ones unmatched longest retire first), so the work per frame stays bounded
 whatever the detections do.
 """
@@ -42,6 +48,7 @@ class TrackerSettings:
     match_iou: float = 0.3  # least IoU between a predicted track box and a confident detection
     max_missed: int = 15  # frames a track survives unmatched
     max_tracks: int = 200  # tracks kept; the ones unmatched longest retire first
+    min_hits: int = 2  # frames in a row a new track is matched before it is published
 
     def __post_init__(self):
         if not 0.0 <= self.low_score <= self.high_score <= 1.0:
@@ -53,6 +60,8 @@ class TrackerSettings:
             raise ValueError(f'track_max_missed must be >= 0, got {self.max_missed}')
         if self.max_tracks < 1:
             raise ValueError(f'track_max_tracks must be >= 1, got {self.max_tracks}')
+        if self.min_hits < 1:
+            raise ValueError(f'track_min_hits must be >= 1, got {self.min_hits}')
 
 
 @dataclass
@@ -64,6 +73,8 @@ class Track:
     box: np.ndarray
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
     missed: int = 0
+    hits: int = 1  # frames matched (its first detection included)
+    confirmed: bool = True
 
     def predicted(self) -> np.ndarray:
         """Predict the box one frame ahead (centre and size moved by the velocity)."""
@@ -78,6 +89,7 @@ class Track:
                          VELOCITY_GAIN * change / (self.missed + 1))
         self.box = np.asarray(box, dtype=np.float64)
         self.missed = 0
+        self.hits += 1
 
 
 class Tracker:
@@ -93,6 +105,7 @@ class Tracker:
         self.settings = settings or TrackerSettings()
         self.tracks: list[Track] = []
         self._ids = ids if ids is not None else itertools.count(1)
+        self._frames = 0  # frames seen since the start (or reset)
 
     def update(self, detections: list[Detection],
                uncertain: list[Detection] | None = None) -> list[Detection]:
@@ -108,13 +121,14 @@ class Tracker:
         track seen in the previous frame.
         """
         s = self.settings
+        self._frames += 1
         if uncertain is None:
             detections, uncertain = (
                 [d for d in detections if d.score >= s.high_score],
                 [d for d in detections if s.low_score <= d.score < s.high_score])
         confident = list(detections)
         predicted = [track.predicted() for track in self.tracks]
-        fresh = [track.missed == 0 for track in self.tracks]
+        fresh = [track.missed == 0 and track.confirmed for track in self.tracks]
         first = _assign(self.tracks, predicted, range(len(self.tracks)), confident, s.match_iou)
         left = [i for i in range(len(self.tracks)) if i not in first.values() and fresh[i]]
         second = _assign(self.tracks, predicted, left, uncertain, LOW_MATCH_IOU)
@@ -123,18 +137,23 @@ class Tracker:
             for index, track_index in matches.items():
                 track = self.tracks[track_index]
                 track.observe(np.asarray(pool[index].box, dtype=np.float64))
-                out.append(replace(pool[index], track_id=track.track_id))
+                track.confirmed = track.confirmed or track.hits >= s.min_hits
+                if track.confirmed:
+                    out.append(replace(pool[index], track_id=track.track_id))
         matched = set(first.values()) | set(second.values())
         for i, track in enumerate(self.tracks):
             if i not in matched:
                 track.missed += 1
-        self.tracks = [t for t in self.tracks if t.missed <= s.max_missed]
+        self.tracks = [t for t in self.tracks
+                       if t.missed <= (s.max_missed if t.confirmed else 0)]
         for index, found in enumerate(confident):
             if index not in first:
                 track = Track(str(next(self._ids)), found.label,
-                              np.asarray(found.box, dtype=np.float64))
+                              np.asarray(found.box, dtype=np.float64),
+                              confirmed=s.min_hits <= 1 or self._frames < s.min_hits)
                 self.tracks.append(track)
-                out.append(replace(found, track_id=track.track_id))
+                if track.confirmed:
+                    out.append(replace(found, track_id=track.track_id))
         if len(self.tracks) > s.max_tracks:  # the ones unmatched longest go first (stable)
             self.tracks = sorted(self.tracks, key=lambda t: t.missed)[:s.max_tracks]
         return sorted(out, key=lambda d: -d.score)
@@ -142,6 +161,7 @@ class Tracker:
     def reset(self) -> None:
         """Forget every track (ids already handed out are not reused)."""
         self.tracks.clear()
+        self._frames = 0
 
 
 def _assign(tracks: list[Track], predicted: list[np.ndarray], track_indices,

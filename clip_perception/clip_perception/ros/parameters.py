@@ -157,6 +157,11 @@ PARAMETERS = (
     ParameterSpec('track_max_tracks', _TRACKER.max_tracks, 'integer',
                   'tracking: most tracks kept per camera (at least max_detections); the ones '
                   'unmatched longest retire first', limits=(1, 100_000)),
+    ParameterSpec('track_min_hits', _TRACKER.min_hits, 'integer',
+                  'tracking: frames in a row a new track must be matched before its detections '
+                  "are published (2: ByteTrack's activation; a one-frame false detection "
+                  'starts no track); 1 publishes every new track at once',
+                  limits=(1, 100)),
     ParameterSpec('memory', True, 'bool',
                   "Keep recent frames' regions and embeddings for the ~/find service "
                   '(localizers windows and dense)'),
@@ -201,7 +206,7 @@ _WINDOW_FIELDS = {'window_scales': 'scales', 'window_aspect_ratios': 'aspect_rat
                   'window_overlap': 'overlap'}
 DETECTOR_PARAMETERS = _SETTINGS_FIELDS + tuple(_WINDOW_FIELDS)
 TRACKING_PARAMETERS = ('tracking', 'track_low_score', 'track_match_iou', 'track_max_missed',
-                       'track_max_tracks')
+                       'track_max_tracks', 'track_min_hits')
 # What shapes the stream of detections: the detector and the tracker (stream_settings).
 STREAM_PARAMETERS = DETECTOR_PARAMETERS + TRACKING_PARAMETERS
 
@@ -289,7 +294,8 @@ def stream_settings(values: dict) -> tuple[DetectorSettings, TrackerSettings | N
                               match_iou=values['track_match_iou'],
                               max_missed=values['track_max_missed'],
                               max_tracks=max(values['track_max_tracks'],
-                                             settings.max_detections))
+                                             settings.max_detections),
+                              min_hits=values['track_min_hits'])
     return replace(settings, uncertain_threshold=tracker.low_score), tracker
 
 
