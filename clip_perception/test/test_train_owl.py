@@ -13,7 +13,7 @@ from clip_perception.tools.train_owl import (_with_centre_positives, generalized
 from clip_perception.tools.train_owl import main as train_owl_main
 import numpy as np
 import pytest
-from safetensors.torch import load_file
+from resume_check import check_a_stopped_run_resumes
 import torch
 
 # OWL-ViT compares class embeddings of the text width with the projected queries.
@@ -129,22 +129,8 @@ def test_a_short_run_lowers_the_loss_and_the_node_loads_the_result(clip_dir, tmp
 def test_a_stopped_owl_run_resumes_to_the_weights_of_an_uninterrupted_one(clip_dir, tmp_path):
     make_scenes(tmp_path / 'scenes', count=6, blank=1, seed=6)
     run = ['--init', str(clip_dir), '--data', str(tmp_path / 'scenes'), '--image-size', '64',
-           '--steps', '6', '--batch-size', '2', '--warmup', '2', '--checkpoint-every', '2']
-    train_owl_main(run + ['--out', str(tmp_path / 'whole')])
-    assert not (tmp_path / 'whole' / 'checkpoint').exists()  # a finished run leaves the model
-    train_owl_main(run + ['--out', str(tmp_path / 'split'), '--until-step', '3'])
-    assert not (tmp_path / 'split' / 'model.safetensors').exists()
-    assert json.loads((tmp_path / 'split' / 'checkpoint' / 'trainer.json').read_text())[
-        'step'] == 3
-    with pytest.raises(SystemExit):  # what is trained cannot change on the way
-        train_owl_main(run + ['--out', str(tmp_path / 'split'), '--resume', '--lr', '1e-2'])
-    train_owl_main(run + ['--out', str(tmp_path / 'split'), '--resume'])
-    whole = load_file(tmp_path / 'whole' / 'model.safetensors')
-    split = load_file(tmp_path / 'split' / 'model.safetensors')
-    assert whole.keys() == split.keys()
-    assert all(torch.equal(whole[name], split[name]) for name in whole)
-    losses = [json.loads((tmp_path / name / 'training.json').read_text())['loss']
-              for name in ('whole', 'split')]
+           '--steps', '6', '--batch-size', '2', '--warmup', '2', '--checkpoint-every', '2',
+           '--centre-radius', '0.25']
+    runs = check_a_stopped_run_resumes(train_owl_main, run, tmp_path)
+    losses = [json.loads((out / 'training.json').read_text())['loss'] for out in runs]
     assert losses[0] == losses[1] and len(losses[0]) == 6
-    with pytest.raises(SystemExit):  # nothing left to resume
-        train_owl_main(run + ['--out', str(tmp_path / 'split'), '--resume'])

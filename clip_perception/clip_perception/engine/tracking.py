@@ -56,12 +56,11 @@ class TrackerSettings:
                              f'{self.low_score} and {self.high_score}')
         if not 0.0 < self.match_iou <= 1.0:
             raise ValueError(f'track_match_iou must lie in (0, 1], got {self.match_iou}')
-        if self.max_missed < 0:
-            raise ValueError(f'track_max_missed must be >= 0, got {self.max_missed}')
-        if self.max_tracks < 1:
-            raise ValueError(f'track_max_tracks must be >= 1, got {self.max_tracks}')
-        if self.min_hits < 1:
-            raise ValueError(f'track_min_hits must be >= 1, got {self.min_hits}')
+        for name, value, least in (('track_max_missed', self.max_missed, 0),
+                                   ('track_max_tracks', self.max_tracks, 1),
+                                   ('track_min_hits', self.min_hits, 1)):
+            if value < least:
+                raise ValueError(f'{name} must be >= {least}, got {value}')
 
 
 @dataclass

@@ -151,17 +151,16 @@ PARAMETERS = (
     ParameterSpec('track_match_iou', _TRACKER.match_iou, 'double',
                   "tracking: least IoU between a track's predicted box and a detection",
                   limits=(0.01, 1.0)),
+    ParameterSpec('track_min_hits', _TRACKER.min_hits, 'integer',
+                  'tracking: frames in a row a new track must be matched before its detections '
+                  "are published (2: ByteTrack's activation; a one-frame false detection "
+                  'starts no track); 1 publishes every new track at once', limits=(1, 100)),
     ParameterSpec('track_max_missed', _TRACKER.max_missed, 'integer',
                   'tracking: frames a track survives without a detection before its id retires',
                   limits=(0, 10_000)),
     ParameterSpec('track_max_tracks', _TRACKER.max_tracks, 'integer',
                   'tracking: most tracks kept per camera (at least max_detections); the ones '
                   'unmatched longest retire first', limits=(1, 100_000)),
-    ParameterSpec('track_min_hits', _TRACKER.min_hits, 'integer',
-                  'tracking: frames in a row a new track must be matched before its detections '
-                  "are published (2: ByteTrack's activation; a one-frame false detection "
-                  'starts no track); 1 publishes every new track at once',
-                  limits=(1, 100)),
     ParameterSpec('memory', True, 'bool',
                   "Keep recent frames' regions and embeddings for the ~/find service "
                   '(localizers windows and dense)'),

@@ -81,8 +81,15 @@ def remove_tree(path: Path) -> None:
         path.rmdir()
 
 
-def add_checkpoint_arguments(parser: argparse.ArgumentParser, every: int) -> None:
-    parser.add_argument('--checkpoint-every', type=int, default=every,
+def add_run_arguments(parser: argparse.ArgumentParser, *, steps: int, batch_size: int,
+                      lr: float, warmup: int, lr_help: str | None = None) -> None:
+    """Add what every trainer takes: its schedule, its seed and its checkpoints."""
+    parser.add_argument('--steps', type=int, default=steps)
+    parser.add_argument('--batch-size', type=int, default=batch_size)
+    parser.add_argument('--lr', type=float, default=lr, help=lr_help)
+    parser.add_argument('--warmup', type=int, default=warmup, help='steps of linear warm-up')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--checkpoint-every', type=int, default=250,
                         help='save OUT/checkpoint every N steps (0: never)')
     parser.add_argument('--resume', action='store_true',
                         help='continue the run stopped in OUT/checkpoint')

@@ -49,8 +49,7 @@ from clip_perception.engine.model_loading import load_clip
 from clip_perception.engine.preprocess import Normalizer
 from clip_perception.engine.prompts import DEFAULT_PROMPT_TEMPLATES
 from clip_perception.ros.package_files import resolve_model
-from clip_perception.tools.checkpoint import (add_checkpoint_arguments, check_resume, Checkpoint,
-                                              jsonable)
+from clip_perception.tools.checkpoint import add_run_arguments, check_resume, Checkpoint, jsonable
 from clip_perception.tools.datasets import read_captions, read_rgb
 from clip_perception.tools.make_dataset import BACKGROUND_CAPTIONS
 from clip_perception.tools.model_building import (build_model, build_tokenizer, default_corpus,
@@ -159,23 +158,18 @@ def parse_arguments(argv):
     parser.add_argument('--init', help='model to fine-tune (hub id or directory)')
     parser.add_argument('--size', choices=sorted(SIZES), default='demo',
                         help='architecture when training from scratch')
-    parser.add_argument('--steps', type=int, default=900)
     parser.add_argument('--minutes', type=float, default=None,
                         help='a time budget instead of --steps: the schedule follows the '
                              'elapsed fraction and the run ends when it is spent')
-    parser.add_argument('--batch-size', type=int, default=128)
-    parser.add_argument('--lr', type=float, default=5e-4)
     parser.add_argument('--logit-scale-lr', type=float, default=None,
                         help='learning rate of the temperature (default 10 × --lr)')
     parser.add_argument('--weight-decay', type=float, default=0.1)
-    parser.add_argument('--warmup', type=int, default=50)
     parser.add_argument('--eval-every', type=int, default=100)
     parser.add_argument('--low-res', type=int, default=None,
                         help='image side in pixels for the first --low-res-steps steps '
                              '(progressive resizing: cheaper early steps)')
     parser.add_argument('--low-res-steps', type=int, default=0)
-    add_checkpoint_arguments(parser, every=250)
-    parser.add_argument('--seed', type=int, default=0)
+    add_run_arguments(parser, steps=900, batch_size=128, lr=5e-4, warmup=50)
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args(argv)
     if args.low_res_steps and not args.low_res:

@@ -31,8 +31,7 @@ import time
 from clip_perception.engine.encoder import CLIP_MEAN, CLIP_STD
 from clip_perception.engine.model_loading import resolve_model_directory
 from clip_perception.engine.preprocess import frame_to_device, Normalizer, resize_bicubic
-from clip_perception.tools.checkpoint import (add_checkpoint_arguments, check_resume, Checkpoint,
-                                              jsonable)
+from clip_perception.tools.checkpoint import add_run_arguments, check_resume, Checkpoint, jsonable
 from clip_perception.tools.datasets import read_rgb, read_scenes
 from clip_perception.tools.model_building import build_tokenizer, save_owl_directory
 import numpy as np
@@ -277,16 +276,12 @@ def parse_arguments(argv):
     parser.add_argument('--data', type=Path, required=True, help='annotated scenes folder')
     parser.add_argument('--out', type=Path, required=True)
     parser.add_argument('--image-size', type=int, default=160)
-    parser.add_argument('--steps', type=int, default=3000)
-    parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--lr', type=float, default=1e-3, help='heads')
+    add_run_arguments(parser, steps=3000, batch_size=16, lr=1e-3, warmup=100,
+                      lr_help='learning rate of the heads')
     parser.add_argument('--backbone-lr', type=float, default=1e-4)
-    parser.add_argument('--warmup', type=int, default=100)
     parser.add_argument('--centre-radius', type=float, default=None,
                         help='one-to-many assignment: patches this fraction of a box from its '
                              'centre are positives too (default: one-to-one, as DETR)')
-    parser.add_argument('--seed', type=int, default=0)
-    add_checkpoint_arguments(parser, every=250)
     args = parser.parse_args(argv)
     check_resume(parser, args)
     return args
