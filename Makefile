@@ -192,7 +192,7 @@ train-demo-model: setup
 # The OWL-ViT demo detector (localizer owlvit): the bundled demo CLIP as its
 # backbone, heads and backbone trained on randomized scenes with DETR's
 # set-prediction loss with a one-to-many assignment (clip_perception/tools/train_owl.py).
-# About 35 minutes on 2 CPU cores; see models/owl_demo/MODEL.md. A stopped run
+# About 55 minutes on 2 CPU cores; see models/owl_demo/MODEL.md. A stopped run
 # resumes from its checkpoint.
 OWL_DIR ?= build/owl
 OWL_DEMO_MODEL ?= $(PKG)/models/owl_demo
@@ -200,7 +200,7 @@ train-owl-demo-model: setup
 	$(PY) -m clip_perception.make_dataset scenes $(OWL_DIR)/scenes --count $(call size,4000,8) \
 	    --blank $(call size,400,2) --seed 11
 	$(PY) -m clip_perception.train_owl --init $(DEMO_MODEL) --data $(OWL_DIR)/scenes \
-	    --out $(OWL_DEMO_MODEL) --image-size 160 --steps $(call size,3500,2) \
+	    --out $(OWL_DEMO_MODEL) --image-size 160 --steps $(call size,6000,2) \
 	    --batch-size $(call size,16,4) --centre-radius 0.25 --seed 0 \
 	    $(if $(wildcard $(OWL_DEMO_MODEL)/checkpoint/trainer.json),--resume)
 
